@@ -1,0 +1,40 @@
+"""`llm-attrib` command line: each subcommand lives next to the code it drives and registers itself here.
+
+A subcommand module exposes ``add_parser(subparsers)``, which adds its parser and sets ``func``
+(``args -> int`` exit status). Errors that are the user's to fix (`UserInputError`) print one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from llm_attrib.errors import UserInputError
+
+SUBCOMMAND_MODULES = (
+    "llm_attrib.apps.quickstart",
+    "llm_attrib.apps.fit_factors",
+    "llm_attrib.apps.trace",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-attrib", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserInputError as error:
+        print(f"llm-attrib {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""`Scores`: the one result type every attributor returns.
+
+``values[q, n]`` is the attribution of training example ``n`` to query ``q``. Sign convention: a positive
+value means training example ``n`` *raises* query ``q``'s measurement (``log Pr(completion | prompt)`` for
+causal LMs); removing it would lower it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+
+@dataclass
+class Scores:
+    """Attribution scores of ``n_query`` queries against ``n_train`` training examples.
+
+    values:     ``[n_query, n_train]`` float tensor; positive = the example raises the query's measurement.
+    query_ids:  ``n_query`` identifiers of the queries.
+    train_ids:  ``n_train`` identifiers of the training examples.
+    method:     name of the attributor that produced the scores.
+    units:      what one unit of a score means (e.g. "predicted change of log-prob when the example is removed").
+    per_module: optional ``{module_name: [n_query, n_train]}``; sums to ``values`` over modules.
+    per_token:  optional ``[n_query][n_train]`` list of ``[n_tokens]`` tensors over each training document's
+                tokens; each sums to the corresponding entry of ``values``.
+    """
+
+    values: torch.Tensor
+    query_ids: list[Any]
+    train_ids: list[Any]
+    method: str = ""
+    units: str = ""
+    per_module: dict[str, torch.Tensor] | None = None
+    per_token: list[list[torch.Tensor]] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.values.ndim != 2:
+            raise ValueError(f"Scores.values must be [n_query, n_train], got shape {tuple(self.values.shape)}")
+        if self.values.shape != (len(self.query_ids), len(self.train_ids)):
+            raise ValueError(
+                f"Scores.values has shape {tuple(self.values.shape)} but there are "
+                f"{len(self.query_ids)} query ids and {len(self.train_ids)} train ids"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.values.shape)  # type: ignore[return-value]
+
+    def top_k(self, query: int, k: int, *, largest: bool = True) -> list[tuple[Any, float]]:
+        """The ``k`` training ids with the largest (or smallest) scores for query index ``query``."""
+        k = min(k, self.values.shape[1])
+        result = torch.topk(self.values[query], k, largest=largest)
+        return [(self.train_ids[i], float(v)) for v, i in zip(result.values.tolist(), result.indices.tolist())]
+
+    def select_train(self, indices: Sequence[int]) -> "Scores":
+        """Scores restricted to the training columns ``indices`` (in that order)."""
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        return Scores(
+            values=self.values[:, index],
+            query_ids=list(self.query_ids),
+            train_ids=[self.train_ids[i] for i in index.tolist()],
+            method=self.method,
+            units=self.units,
+            per_module=None if self.per_module is None else {k: v[:, index] for k, v in self.per_module.items()},
+            per_token=None if self.per_token is None else [[row[i] for i in index.tolist()] for row in self.per_token],
+            metadata=dict(self.metadata),
+        )
+
+    def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
+        """A JSON-serialisable summary: all values, or only each query's ``top_k``."""
+        out: dict[str, Any] = {"method": self.method, "units": self.units, "sign": "positive = raises the query's log-probability"}
+        if top_k is None:
+            out.update(query_ids=self.query_ids, train_ids=self.train_ids, values=self.values.tolist())
+        else:
+            out["top"] = {
+                str(qid): [{"train_id": tid, "score": s} for tid, s in self.top_k(q, top_k)]
+                for q, qid in enumerate(self.query_ids)
+            }
+        return out
+
+    def to_json(self, top_k: int | None = None) -> str:
+        return json.dumps(self.to_dict(top_k), indent=2, default=str)
