@@ -1,0 +1,20 @@
+"""Attributors: one interface, ``fit(train_records)`` then ``score(query_records, train_records) -> Scores``.
+
+`ATTRIBUTORS` maps a method name to a factory ``factory(model, tokenizer) -> attributor``; methods that need no
+model (the lexical baselines) ignore both. The evaluation suite runs every entry.
+Scores follow the library's sign: positive = the training example raises the query's log-probability.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from llm_attrib.attributors.text import BM25Attributor, RandomAttributor, TfidfAttributor
+
+AttributorFactory = Callable[[Any, Any], Any]
+
+ATTRIBUTORS: dict[str, AttributorFactory] = {
+    "random": lambda model, tokenizer: RandomAttributor(seed=0),
+    "tfidf": lambda model, tokenizer: TfidfAttributor(),
+    "bm25": lambda model, tokenizer: BM25Attributor(),
+}

@@ -1,0 +1,185 @@
+"""Evaluation suite: metrics on cases with known answers, deterministic subsets and retraining, resumable
+ground-truth caches, the lexical baselines."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from llm_attrib.attributors import ATTRIBUTORS
+from llm_attrib.attributors.text import BM25Attributor, TfidfAttributor
+from llm_attrib.errors import CacheMismatchError
+from llm_attrib.evaluation.lds import evaluate_lds, lds_ground_truth, sample_subsets
+from llm_attrib.evaluation.loo import evaluate_loo, loo_ground_truth
+from llm_attrib.evaluation.metrics import (
+    auroc,
+    linear_datamodeling_score,
+    loo_correlation,
+    mean_reciprocal_rank,
+    precision_at_k,
+    recall_at_k,
+)
+from llm_attrib.scores import Scores
+
+N_TRAIN, N_QUERY = 40, 5
+
+
+def linear_world(seed: int = 0) -> torch.Tensor:
+    """True per-example effects ``[n_query, n_train]`` of an exactly linear datamodel."""
+    return torch.randn(N_QUERY, N_TRAIN, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+class LinearModel(torch.nn.Module):
+    """A 'model' whose measurement of query q is Σ_{j trained on} effects[q, j] (plus seeded noise)."""
+
+    def __init__(self, value: torch.Tensor):
+        super().__init__()
+        self.value = value
+
+
+class LinearRetrain:
+    """retrain(records, seed): the linear datamodel; counts calls, optionally fails after ``fail_after`` calls."""
+
+    def __init__(self, effects: torch.Tensor, noise: float = 0.0, fail_after: int | None = None):
+        self.effects, self.noise, self.fail_after, self.calls = effects, noise, fail_after, 0
+
+    def __call__(self, records, seed):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("killed part-way")
+        self.calls += 1
+        index = torch.tensor([r["index"] for r in records], dtype=torch.long)
+        noise = torch.randn(N_QUERY, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        return LinearModel(self.effects[:, index].sum(dim=1) + self.noise * noise)
+
+
+def measure(model, queries):
+    return model.value
+
+
+TRAIN = [{"index": j, "text": f"doc {j}"} for j in range(N_TRAIN)]
+QUERIES = [{"id": f"q{q}", "prompt": "p", "completion": f"c{q}"} for q in range(N_QUERY)]
+IDS = dict(train_ids=list(range(N_TRAIN)), query_ids=[f"q{q}" for q in range(N_QUERY)])
+
+
+def test_lds_is_one_for_perfect_scores_and_near_zero_for_shuffled():
+    effects = linear_world()
+    masks = sample_subsets(N_TRAIN, 200, 0.5, seed=1)
+    outcomes = (masks.double() @ effects.T)
+    perfect = linear_datamodeling_score(effects, masks, outcomes)
+    assert perfect.mean == pytest.approx(1.0)
+    shuffled = effects[:, torch.randperm(N_TRAIN, generator=torch.Generator().manual_seed(2))]
+    assert abs(linear_datamodeling_score(shuffled, masks, outcomes).mean) < 0.2
+    assert linear_datamodeling_score(-effects, masks, outcomes).mean == pytest.approx(-1.0)
+    assert perfect.stderr == pytest.approx(0.0, abs=1e-12)
+
+
+def test_lds_skips_constant_queries_and_reports_stderr():
+    masks = sample_subsets(10, 6, 0.5, seed=0)
+    scores = torch.randn(2, 10, generator=torch.Generator().manual_seed(0))
+    outcomes = torch.stack([torch.arange(6.0), torch.zeros(6)], dim=1)
+    summary = linear_datamodeling_score(scores, masks, outcomes)
+    assert math.isnan(summary.per_query[1]) and not math.isnan(summary.per_query[0])
+    assert summary.mean == pytest.approx(float(summary.per_query[0]))
+
+
+def test_subset_sampling_is_seeded_and_sized():
+    a, b = sample_subsets(30, 8, 0.5, seed=3), sample_subsets(30, 8, 0.5, seed=3)
+    assert torch.equal(a, b) and (a.sum(dim=1) == 15).all()
+    assert not torch.equal(a, sample_subsets(30, 8, 0.5, seed=4))
+    assert (sample_subsets(30, 4, 0.2, seed=0).sum(dim=1) == 6).all()
+
+
+def test_loo_correlation_signs():
+    actual = torch.randn(3, 12, generator=torch.Generator().manual_seed(0))
+    assert loo_correlation(2 * actual + 1, actual).mean == pytest.approx(1.0)
+    assert loo_correlation(-actual, actual, "spearman").mean == pytest.approx(-1.0)
+
+
+def test_auroc_and_precision_at_k_by_hand():
+    labels = torch.tensor([True, True, False, False, False])
+    assert auroc(torch.tensor([5.0, 4, 3, 2, 1]), labels) == 1.0
+    assert auroc(torch.tensor([1.0, 2, 3, 4, 5]), labels) == 0.0
+    assert auroc(torch.tensor([5.0, 1, 4, 2, 0]), labels) == pytest.approx(4 / 6)  # pairs won: 3 + 1 of 6
+    assert auroc(torch.ones(5), labels) == 0.5
+    assert precision_at_k(torch.tensor([5.0, 1, 4, 2, 0]), labels, 2) == 0.5
+    assert precision_at_k(torch.tensor([5.0, 4, 3, 2, 1]), labels, 2) == 1.0
+
+
+def test_recall_at_k_and_mrr_by_hand():
+    scores = torch.tensor([[0.9, 0.1, 0.5, 0.3], [0.0, 0.2, 0.1, 0.8]])
+    relevant = [[2, 3], [0]]  # query 0: ranks 2 and 3; query 1: rank 4
+    assert recall_at_k(scores, relevant, 1) == 0.0
+    assert recall_at_k(scores, relevant, 2) == pytest.approx((0.5 + 0.0) / 2)
+    assert recall_at_k(scores, relevant, 3) == pytest.approx((1.0 + 0.0) / 2)
+    assert mean_reciprocal_rank(scores, relevant) == pytest.approx((1 / 2 + 1 / 4) / 2)
+
+
+def test_lds_harness_on_a_linear_world_gives_one():
+    effects = linear_world()
+    truth = lds_ground_truth(TRAIN, QUERIES, retrain=LinearRetrain(effects), measure=measure, n_subsets=30, **IDS)
+    scores = Scores(effects.float(), IDS["query_ids"], IDS["train_ids"])
+    assert evaluate_lds(scores, truth).mean == pytest.approx(1.0)
+
+
+def test_lds_cache_resumes_after_a_kill_and_refuses_a_mismatch(tmp_path):
+    effects = linear_world()
+    kwargs = dict(measure=measure, n_subsets=6, seeds_per_subset=2, cache_dir=tmp_path / "gt", settings={"m": 1}, **IDS)
+    killed = LinearRetrain(effects, noise=0.1, fail_after=5)
+    with pytest.raises(KeyboardInterrupt):
+        lds_ground_truth(TRAIN, QUERIES, retrain=killed, **kwargs)
+    assert len(list((tmp_path / "gt").glob("trial_*.safetensors"))) == 2  # 2 seeds per subset: 2 subsets done
+
+    resumed_retrain = LinearRetrain(effects, noise=0.1)
+    resumed = lds_ground_truth(TRAIN, QUERIES, retrain=resumed_retrain, **kwargs)
+    assert resumed_retrain.calls == (6 - 2) * 2
+    fresh = lds_ground_truth(TRAIN, QUERIES, retrain=LinearRetrain(effects, noise=0.1), **{**kwargs, "cache_dir": None})
+    assert torch.equal(resumed.per_seed, fresh.per_seed) and torch.equal(resumed.masks, fresh.masks)
+    assert torch.equal(resumed.outcomes, fresh.per_seed.mean(dim=1))
+
+    rerun = LinearRetrain(effects, noise=0.1)
+    lds_ground_truth(TRAIN, QUERIES, retrain=rerun, **kwargs)
+    assert rerun.calls == 0
+    with pytest.raises(CacheMismatchError, match="alpha"):
+        lds_ground_truth(TRAIN, QUERIES, retrain=rerun, alpha=0.3, **kwargs)
+    with pytest.raises(CacheMismatchError, match="settings"):
+        lds_ground_truth(TRAIN, QUERIES, retrain=rerun, **{**kwargs, "settings": {"m": 2}})
+    with pytest.raises(CacheMismatchError, match="train_fingerprint"):
+        lds_ground_truth(TRAIN[:-1] + [{"index": 0, "text": "other"}], QUERIES, retrain=rerun, **kwargs)
+
+
+def test_loo_harness_recovers_exact_effects():
+    effects = linear_world()
+    truth = loo_ground_truth(TRAIN, QUERIES, retrain=LinearRetrain(effects), measure=measure, n_removed=7, **IDS)
+    assert torch.allclose(truth.effects, effects[:, truth.removed])
+    scores = Scores(effects.float(), IDS["query_ids"], IDS["train_ids"])
+    assert evaluate_loo(scores, truth).mean == pytest.approx(1.0)
+
+
+def test_bm25_matches_a_hand_computed_example():
+    train = [{"text": "apple apple banana"}, {"text": "banana cherry"}, {"text": "cherry cherry cherry date"}]
+    query = [{"text": "apple cherry"}]
+    k1, b = 1.2, 0.75
+    scores = BM25Attributor(k1=k1, b=b).fit(train).score(query, train).values[0].double()
+    n, avgdl = 3, (3 + 2 + 4) / 3
+    idf = lambda df: math.log(1 + (n - df + 0.5) / (df + 0.5))
+    term = lambda tf, dl, df: idf(df) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
+    expected = [term(2, 3, 1), term(1, 2, 2), term(3, 4, 2)]
+    assert scores.tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_text_attributors_give_scores_with_the_records_ids():
+    train = [{"id": "a", "text": "the cat sat"}, {"id": "b", "text": "a dog ran"}, {"id": "c", "text": "cats and dogs"}]
+    queries = [{"id": "q", "prompt": "where is the cat", "completion": "it sat"}]
+    for name, factory in ATTRIBUTORS.items():
+        if name not in ("random", "tfidf", "bm25"):
+            continue
+        scores = factory(None, None).fit(train).score(queries, train)
+        assert scores.train_ids == ["a", "b", "c"] and scores.query_ids == ["q"] and scores.shape == (1, 3)
+    tfidf = TfidfAttributor().fit(train)
+    assert tfidf.top_k_candidates(queries, 1).tolist() == [[0]]
+    random_a = ATTRIBUTORS["random"](None, None).fit(train).score(queries, train).values
+    assert torch.equal(random_a, ATTRIBUTORS["random"](None, None).fit(train).score(queries, train).values)
+    assert np.isfinite(random_a.numpy()).all()
