@@ -1,0 +1,155 @@
+"""Deterministic small-model training and the causal-LM measurement.
+
+`train_causal_lm` is the one training routine used to build the demo model and to retrain it on subsets
+(Linear Datamodeling Score, leave-one-out): on CPU, the same seed and the same records give bitwise-identical
+weights. `log_likelihoods` is the measurement every attribution score refers to.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from llm_attrib.data import IGNORE_INDEX, Batch, Columns, Encoded, batched, collate, encode_record
+
+
+def model_context(model: torch.nn.Module, tokenizer: Any) -> int:
+    """The longest sequence both the model and the tokenizer accept."""
+    config = model.config
+    positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings")
+    return min(positions, tokenizer.model_max_length)
+
+
+def encode_records(
+    tokenizer: Any,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    max_length: int,
+    columns: Columns = Columns(),
+    append_eos: bool = False,
+) -> list[Encoded]:
+    """`encode_record` over ``records``, naming the record index in errors."""
+    return [
+        encode_record(tokenizer, record, columns=columns, max_length=max_length, append_eos=append_eos,
+                      where=f"record {index}")
+        for index, record in enumerate(records)
+    ]
+
+
+def forward(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Logits ``[B, T, V]``; token ``t``'s logits predict token ``t + 1``."""
+    return model(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+    ).logits
+
+
+def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[B, T-1]`` log Pr(labels[:, t+1] | prefix) from ``logits`` ``[B, T, V]``; 0 where not scored."""
+    targets = labels[:, 1:]
+    scored = targets != IGNORE_INDEX
+    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return picked * scored
+
+
+def train_causal_lm(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    max_length: int | None = None,
+    weight_decay: float = 0.0,
+    columns: Columns = Columns(),
+    append_eos: bool = True,
+    progress: bool = False,
+) -> torch.nn.Module:
+    """Train ``model`` in place with AdamW and return it (in eval mode).
+
+    Each step minimises the *mean* NLL over the scored tokens of the batch (documents: every token after the
+    first; prompt/completion: completion tokens, plus EOS if ``append_eos``). The record order of each epoch is a
+    seeded permutation; with ``seed`` fixed the result is bitwise reproducible on CPU. An empty ``records``
+    returns the model unchanged.
+    """
+    max_length = max_length or model_context(model, tokenizer)
+    encoded = encode_records(tokenizer, records, max_length=max_length, columns=columns, append_eos=append_eos)
+    if not encoded:
+        return model.eval()
+    torch.manual_seed(seed)
+    order = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    model.train()
+    for epoch in range(epochs):
+        permutation = torch.randperm(len(encoded), generator=order).tolist()
+        total, tokens = 0.0, 0
+        for indices in batched(permutation, batch_size):
+            batch = collate([encoded[i] for i in indices], pad_token_id=tokenizer.pad_token_id)
+            log_probs = token_log_probs(forward(model, batch), batch.labels)
+            n_scored = int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
+            loss = -log_probs.sum() / max(n_scored, 1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, tokens = total + float(loss.detach()) * n_scored, tokens + n_scored
+        if progress:
+            print(f"epoch {epoch + 1}/{epochs}: mean token NLL {total / max(tokens, 1):.4f}", flush=True)
+    return model.eval()
+
+
+@torch.no_grad()
+def _per_token(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    records: Sequence[Mapping[str, Any]],
+    batch_size: int,
+    columns: Columns,
+    append_eos: bool,
+    padding_side: str,
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per batch: (token log-probs ``[B, T-1]``, argmax predictions ``[B, T-1]``, targets ``[B, T-1]``)."""
+    encoded = encode_records(tokenizer, records, max_length=model_context(model, tokenizer), columns=columns,
+                             append_eos=append_eos)
+    was_training = model.training
+    model.eval()
+    out = []
+    for chunk in batched(encoded, batch_size):
+        batch = collate(chunk, pad_token_id=tokenizer.pad_token_id, padding_side=padding_side)
+        logits = forward(model, batch)
+        out.append((token_log_probs(logits, batch.labels), logits[:, :-1].argmax(-1), batch.labels[:, 1:]))
+    model.train(was_training)
+    return out
+
+
+def log_likelihoods(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    records: Sequence[Mapping[str, Any]],
+    batch_size: int = 32,
+    *,
+    columns: Columns = Columns(),
+    append_eos: bool = False,
+    padding_side: str = "right",
+) -> torch.Tensor:
+    """``[n]`` float64: Σ log Pr(token | prefix) over each record's scored tokens (completion, or document
+    tokens after the first). Higher = more likely; padding contributes nothing."""
+    parts = _per_token(model, tokenizer, records, batch_size, columns, append_eos, padding_side)
+    return torch.cat([log_probs.double().sum(dim=1) for log_probs, _, _ in parts]) if parts else torch.zeros(0)
+
+
+def greedy_correct(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    records: Sequence[Mapping[str, Any]],
+    batch_size: int = 32,
+    *,
+    columns: Columns = Columns(),
+) -> torch.Tensor:
+    """``[n]`` bool: greedy decoding from the prompt reproduces every scored token (the completion)."""
+    parts = _per_token(model, tokenizer, records, batch_size, columns, False, "right")
+    return torch.cat([
+        ((predicted == targets) | (targets == IGNORE_INDEX)).all(dim=1) for _, predicted, targets in parts
+    ]) if parts else torch.zeros(0, dtype=torch.bool)
