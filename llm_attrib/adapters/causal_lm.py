@@ -1,0 +1,166 @@
+"""`CausalLMAdapter`: any Hugging Face ``AutoModelForCausalLM`` (peft/LoRA included) plus its tokenizer."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from llm_attrib.adapters.base import Adapter, upcast
+from llm_attrib.capture import TrackedLayer, find_layers
+from llm_attrib.data import IGNORE_INDEX, Batch, Columns, Encoded, collate, encode_record
+from llm_attrib.errors import UserInputError
+
+LAYER_PRESETS: dict[str, tuple[str, ...]] = {
+    "mlp": (r"(^|\.)mlp\.",),
+    "attention": (r"(^|\.)(attn|self_attn|attention)\.",),
+    "all": (r".",),
+}
+LORA_PATTERN = r"\.lora_[AB]\.[^.]+$"
+ALWAYS_EXCLUDED = (r"(^|\.)lm_head$", r"(^|\.)score$", r"\.base_layer$")
+
+
+def _is_peft(model: nn.Module) -> bool:
+    return any("lora_" in name for name, _ in model.named_parameters())
+
+
+def select_layers(model: nn.Module, modules: str | Sequence[str]) -> list[TrackedLayer]:
+    """Tracked layers of a causal LM.
+
+    ``modules`` is a preset ("mlp" — the default —, "attention", "all") or regexes matched against
+    qualified layer names. On a peft model only the LoRA matrices (``lora_A``/``lora_B``) are tracked,
+    within the selected part of the model.
+    """
+    patterns = LAYER_PRESETS[modules] if isinstance(modules, str) and modules in LAYER_PRESETS else (
+        (modules,) if isinstance(modules, str) else tuple(modules)
+    )
+    layers = find_layers(model, patterns, exclude=ALWAYS_EXCLUDED)
+    if _is_peft(model):
+        lora = [layer for layer in layers if re.search(LORA_PATTERN, layer.name)]
+        if not lora:
+            raise UserInputError(f"the peft model has no LoRA layer within {list(patterns)}; widen `modules`")
+        layers = lora
+    return layers
+
+
+class CausalLMAdapter(Adapter):
+    """Differentiate a causal LM's log-likelihoods.
+
+    Training objective for a record: ``log Pr(scored tokens)`` = minus its summed token NLL. Measurement for a
+    query (prompt/completion record): ``log Pr(completion | prompt)``, completion tokens only; prompt tokens
+    and padding carry label -100 and never enter it. Gradients are taken in eval mode (no dropout).
+
+    Args:
+        model: a causal LM (``transformers`` or peft-wrapped).
+        tokenizer: its tokenizer; a pad token is taken from EOS when it has none.
+        modules: which layers to track (see `select_layers`).
+        columns: record field names.
+        max_length: context length; defaults to the model config's.
+        chat_template: wrap prompts in the tokenizer's chat template (a user turn + generation prompt).
+        append_eos: append EOS to completions (as in SFT training).
+        padding_side: "right" or "left"; scores do not depend on it.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        *,
+        modules: str | Sequence[str] = "mlp",
+        columns: Columns = Columns(),
+        max_length: int | None = None,
+        chat_template: bool = False,
+        append_eos: bool = False,
+        padding_side: str = "right",
+    ):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.layers = select_layers(model, modules)
+        self.columns = columns
+        self.max_length = max_length or _context_length(model, tokenizer)
+        self.chat_template = chat_template
+        self.append_eos = append_eos
+        self.padding_side = padding_side
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise UserInputError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
+        self.pad_token_id = int(pad)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> "CausalLMAdapter":
+        """Load a local model folder (a peft adapter folder too) and its tokenizer."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        if not path.exists():
+            raise UserInputError(f"model path {path} does not exist")
+        if (path / "adapter_config.json").exists():
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(str(path))
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(path))
+        return cls(model, AutoTokenizer.from_pretrained(str(path)), **kwargs)
+
+    def encode(self, records: Sequence[Mapping[str, Any]], first_index: int = 0) -> list[Encoded]:
+        return [
+            encode_record(
+                self.tokenizer,
+                record,
+                columns=self.columns,
+                max_length=self.max_length,
+                chat_template=self.chat_template,
+                append_eos=self.append_eos,
+                where=f"record {index}",
+            )
+            for index, record in enumerate(records, start=first_index)
+        ]
+
+    def collate(self, examples: Sequence[Encoded], pad_to: int | None = None) -> Batch:
+        batch = collate(examples, pad_token_id=self.pad_token_id, padding_side=self.padding_side, pad_to=pad_to)
+        return batch.to(self.device)
+
+    def _token_log_probs(self, batch: Batch) -> torch.Tensor:
+        """``[B, T-1, V]`` float32 log-probabilities of token ``t+1`` given tokens ``≤ t``."""
+        logits = self.model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
+        ).logits
+        return torch.log_softmax(upcast(logits[:, :-1]), dim=-1)
+
+    def log_prob(self, batch: Batch) -> torch.Tensor:
+        return _gather_scored(self._token_log_probs(batch), batch.labels[:, 1:])
+
+    def sampled_log_prob(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+        log_probs = self._token_log_probs(batch)
+        targets = batch.labels[:, 1:]
+        scored = targets != IGNORE_INDEX
+        with torch.no_grad():
+            sampled = targets.clone()
+            sampled[scored] = torch.multinomial(log_probs.detach()[scored].exp(), 1, generator=generator).squeeze(-1)
+        return _gather_scored(log_probs, sampled)
+
+    def token_mask(self, batch: Batch) -> torch.Tensor:
+        return batch.attention_mask.bool()
+
+
+def _gather_scored(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Sum of ``log_probs[b, t, targets[b, t]]`` over positions whose target is not -100 → ``[B]``."""
+    scored = targets != IGNORE_INDEX
+    picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return torch.where(scored, picked, torch.zeros_like(picked)).sum(dim=1)
+
+
+def _context_length(model: nn.Module, tokenizer: Any) -> int:
+    config = getattr(model, "config", None)
+    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 10**8:
+        return limit
+    raise UserInputError("cannot tell the model's context length; pass max_length")

@@ -1,0 +1,18 @@
+"""Identity curvature: no preconditioning. Scores are plain gradient inner products ("grad-dot")."""
+
+from __future__ import annotations
+
+from llm_attrib.curvature.base import Curvature, Grads
+
+
+class IdentityCurvature(Curvature):
+    """``precondition(G) = G``: neither the curvature, the damping nor the 1/N scale is applied."""
+
+    kind = "identity"
+    passes = 0
+
+    def _apply(self, grads: Grads) -> Grads:
+        return grads
+
+    def precondition(self, grads: Grads) -> Grads:
+        return dict(grads)

@@ -1,0 +1,243 @@
+"""Records → token ids with label masks → padded batches; loading local files with `datasets`.
+
+A *record* is a mapping. Two shapes are understood (column names configurable through `Columns`):
+
+* prompt/completion (``{"prompt": ..., "completion": ...}``): only completion tokens are scored;
+* document (``{"text": ...}``): every token after the first is scored.
+
+An `Encoded` example holds ``input_ids`` and ``labels`` of the same length, ``labels[t] = input_ids[t]`` where
+token ``t`` is scored and ``IGNORE_INDEX`` (-100) elsewhere. Token ``t`` is predicted from tokens ``< t``, so
+the scored quantity is ``Σ_{t: labels[t] != -100} log Pr(input_ids[t] | input_ids[:t])``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import torch
+
+from llm_attrib.errors import UserInputError
+
+IGNORE_INDEX = -100
+
+DATA_BUILDERS = {
+    ".json": "json",
+    ".jsonl": "json",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".txt": "text",
+    ".arrow": "arrow",
+}
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Names of the record fields: a record is prompt/completion if it has both, else a document."""
+
+    prompt: str = "prompt"
+    completion: str = "completion"
+    text: str = "text"
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenised example: ``input_ids`` and ``labels`` (``-100`` = not scored), same length."""
+
+    input_ids: tuple[int, ...]
+    labels: tuple[int, ...]
+
+    @property
+    def n_scored(self) -> int:
+        return sum(label != IGNORE_INDEX for label in self.labels)
+
+
+@dataclass
+class Batch:
+    """A padded batch. All tensors ``[B, T]``; padding has ``attention_mask == 0`` and label ``-100``.
+
+    ``position_ids`` count real tokens only, so left and right padding give the same positions.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids, self.labels)))
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+def _token_ids(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+
+def _prompt_ids(tokenizer: Any, prompt: str, chat_template: bool) -> list[int]:
+    if not chat_template:
+        return _token_ids(tokenizer, prompt, add_special_tokens=True)
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise UserInputError("chat_template=True but the tokenizer has no chat template; set one or drop the option")
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    return list(ids["input_ids"] if isinstance(ids, Mapping) else ids)
+
+
+def encode_pair(
+    tokenizer: Any,
+    prompt: str,
+    completion: str,
+    *,
+    max_length: int,
+    chat_template: bool = False,
+    append_eos: bool = False,
+    where: str = "record",
+) -> Encoded:
+    """Tokenise ``prompt`` and ``completion`` separately and concatenate them, so the boundary is exact.
+
+    The prompt gets the tokenizer's special tokens (or its chat template, as a user turn with the generation
+    prompt); completion tokens (plus EOS if ``append_eos``) are the only ones scored.
+    """
+    if not isinstance(completion, str) or not completion.strip():
+        raise UserInputError(f"{where}: the completion is empty; give a non-empty completion (or omit it to generate one)")
+    if not isinstance(prompt, str):
+        raise UserInputError(f"{where}: the prompt must be a string, got {type(prompt).__name__}")
+    prompt_ids = _prompt_ids(tokenizer, prompt, chat_template)
+    completion_ids = _token_ids(tokenizer, completion, add_special_tokens=False)
+    if append_eos and tokenizer.eos_token_id is not None:
+        completion_ids.append(tokenizer.eos_token_id)
+    if not prompt_ids:
+        raise UserInputError(
+            f"{where}: the prompt tokenises to nothing and the tokenizer adds no BOS token, so the first completion "
+            "token has no context; give a non-empty prompt"
+        )
+    total = len(prompt_ids) + len(completion_ids)
+    if len(prompt_ids) >= max_length:
+        raise UserInputError(
+            f"{where}: the prompt has {len(prompt_ids)} tokens but the model's context is {max_length}; shorten the prompt"
+        )
+    if total > max_length:
+        raise UserInputError(
+            f"{where}: prompt + completion have {total} tokens, more than the model's context of {max_length}; "
+            "shorten them"
+        )
+    return Encoded(
+        input_ids=tuple(prompt_ids + completion_ids),
+        labels=tuple([IGNORE_INDEX] * len(prompt_ids) + completion_ids),
+    )
+
+
+def encode_text(tokenizer: Any, text: str, *, max_length: int, where: str = "record") -> Encoded:
+    """Tokenise a document; every token after the first is scored."""
+    if not isinstance(text, str) or not text.strip():
+        raise UserInputError(f"{where}: the text is empty")
+    ids = _token_ids(tokenizer, text, add_special_tokens=True)
+    if len(ids) < 2:
+        raise UserInputError(f"{where}: the text has fewer than 2 tokens, so nothing can be scored")
+    if len(ids) > max_length:
+        raise UserInputError(
+            f"{where}: the document has {len(ids)} tokens, more than the model's context of {max_length}; "
+            "split it into chunks (e.g. `chunk_documents`)"
+        )
+    return Encoded(input_ids=tuple(ids), labels=(IGNORE_INDEX,) + tuple(ids[1:]))
+
+
+def encode_record(
+    tokenizer: Any,
+    record: Mapping[str, Any],
+    *,
+    columns: Columns = Columns(),
+    max_length: int,
+    chat_template: bool = False,
+    append_eos: bool = False,
+    where: str = "record",
+) -> Encoded:
+    """Encode a prompt/completion record or a document record (see module docstring)."""
+    if columns.prompt in record and columns.completion in record:
+        return encode_pair(
+            tokenizer,
+            record[columns.prompt],
+            record[columns.completion],
+            max_length=max_length,
+            chat_template=chat_template,
+            append_eos=append_eos,
+            where=where,
+        )
+    if columns.text in record:
+        return encode_text(tokenizer, record[columns.text], max_length=max_length, where=where)
+    raise UserInputError(
+        f"{where}: no column '{columns.text}' and no pair '{columns.prompt}'/'{columns.completion}' "
+        f"(columns present: {sorted(record)}); name the right columns"
+    )
+
+
+def collate(
+    examples: Sequence[Encoded], *, pad_token_id: int, padding_side: str = "right", pad_to: int | None = None
+) -> Batch:
+    """Pad ``examples`` to a common length (at least ``pad_to``) on ``padding_side`` ("left" or "right")."""
+    if padding_side not in ("left", "right"):
+        raise UserInputError(f"padding_side must be 'left' or 'right', not {padding_side!r}")
+    length = max([len(e.input_ids) for e in examples] + [pad_to or 0])
+    input_ids = torch.full((len(examples), length), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), length), dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        span = slice(0, n) if padding_side == "right" else slice(length - n, length)
+        input_ids[row, span] = torch.tensor(example.input_ids)
+        labels[row, span] = torch.tensor(example.labels)
+        attention_mask[row, span] = 1
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    return Batch(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, labels=labels)
+
+
+def batched(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any]]:
+    """Consecutive slices of ``items`` of at most ``batch_size``."""
+    if batch_size < 1:
+        raise UserInputError(f"batch_size must be at least 1, not {batch_size}")
+    for start in range(0, len(items), batch_size):
+        yield items[start : start + batch_size]
+
+
+def chunk_documents(texts: Iterable[str], tokenizer: Any, chunk_tokens: int) -> list[str]:
+    """Split each text into consecutive pieces of at most ``chunk_tokens`` tokens (decoded back to text)."""
+    chunks: list[str] = []
+    for text in texts:
+        ids = _token_ids(tokenizer, text, add_special_tokens=False)
+        chunks.extend(tokenizer.decode(ids[i : i + chunk_tokens]) for i in range(0, len(ids), chunk_tokens))
+    return chunks
+
+
+def load_records(path: str | os.PathLike, *, split: str = "train", required: Sequence[str] = ()) -> Any:
+    """Load a local file or folder as a `datasets.Dataset`: json/jsonl/csv/parquet/text, or a saved Dataset.
+
+    ``required`` columns are checked, with a one-line error naming the ones present.
+    """
+    import datasets
+
+    path = Path(path)
+    if not path.exists():
+        raise UserInputError(f"data path {path} does not exist")
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        loaded = datasets.load_from_disk(str(path))
+        dataset = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+    else:
+        files = sorted(p for p in path.iterdir() if p.suffix in DATA_BUILDERS) if path.is_dir() else [path]
+        if not files:
+            raise UserInputError(f"{path}: no json/jsonl/csv/parquet/txt files found")
+        builder = DATA_BUILDERS.get(files[0].suffix)
+        if builder is None:
+            raise UserInputError(f"{path}: unknown file type '{files[0].suffix}'; use one of {sorted(DATA_BUILDERS)}")
+        kwargs = {"delimiter": "\t"} if files[0].suffix == ".tsv" else {}
+        dataset = datasets.load_dataset(builder, data_files=[str(f) for f in files], split=split, **kwargs)
+    missing = [c for c in required if c not in dataset.column_names]
+    if missing:
+        raise UserInputError(f"{path}: missing column(s) {missing}; columns present: {dataset.column_names}")
+    return dataset
