@@ -16,6 +16,8 @@ SUBCOMMAND_MODULES = (
     "llm_attrib.apps.quickstart",
     "llm_attrib.apps.fit_factors",
     "llm_attrib.apps.trace",
+    "llm_attrib.valuation.cli",
+    "llm_attrib.evaluation.cli",
 )
 
 

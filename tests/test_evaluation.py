@@ -183,3 +183,43 @@ def test_text_attributors_give_scores_with_the_records_ids():
     random_a = ATTRIBUTORS["random"](None, None).fit(train).score(queries, train).values
     assert torch.equal(random_a, ATTRIBUTORS["random"](None, None).fit(train).score(queries, train).values)
     assert np.isfinite(random_a.numpy()).all()
+
+
+def test_swap_completions_corrupts_exactly_the_flagged_records():
+    from llm_attrib.evaluation.mislabel import detection_report, swap_completions
+
+    records = [{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(20)]
+    corrupted, labels = swap_completions(records, 0.25, seed=1)
+    assert int(labels.sum()) == 5
+    changed = torch.tensor([c["completion"] != r["completion"] for c, r in zip(corrupted, records)])
+    assert torch.equal(changed, labels) and records[0]["completion"] == "c0"
+    report = detection_report(labels.double(), labels, ks=(5,))
+    assert report["auroc"] == 1.0 and report["precision@5"] == 1.0 and report["corruption_rate"] == 0.25
+
+
+def test_group_scores_threshold_and_flags():
+    from llm_attrib.evaluation.provenance import calibrate_threshold, flag_report, group_scores
+
+    scores = torch.tensor([[1.0, 2.0, 5.0, 0.5], [0.0, 0.1, 0.2, 9.0]])
+    grouped, labels = group_scores(scores, ["b", "a", "b", None])
+    assert labels == ["b", "a"] and torch.equal(grouped, torch.tensor([[6.0, 2.0], [0.2, 0.1]]))
+    threshold = calibrate_threshold(torch.arange(101.0), 0.95)
+    assert threshold == pytest.approx(95.0)
+    truth = torch.tensor([[True, False], [False, False]])
+    report = flag_report(grouped, truth, threshold=1.0)
+    assert report["precision"] == 0.5 and report["recall"] == 1.0 and report["false_positive_rate"] == pytest.approx(1 / 3)
+
+
+def test_retraining_is_deterministic_under_a_seed():
+    from llm_attrib.demo.model import tiny_gpt2
+    from llm_attrib.demo.tokenizer import train_tokenizer
+    from llm_attrib.evaluation.retrain import DemoRetrainer, LogLikelihoodMeasure
+
+    records = [{"prompt": f"Q: item {i}?", "completion": f" it is {w}"} for i, w in enumerate("ab cd ef gh".split())]
+    tokenizer = train_tokenizer([r["prompt"] + r["completion"] for r in records], vocab_size=280, model_max_length=32)
+    build = lambda seed: tiny_gpt2(len(tokenizer), n_positions=32, n_embd=16, n_layer=1, n_head=2, seed=seed,
+                                   pad_token_id=tokenizer.pad_token_id)
+    retrain = DemoRetrainer(build, tokenizer, epochs=2, lr=1e-2, batch_size=2)
+    measure = LogLikelihoodMeasure(tokenizer)
+    first, again, other = (measure(retrain(records, s), records) for s in (3, 3, 4))
+    assert torch.equal(first, again) and not torch.equal(first, other)

@@ -1,0 +1,1 @@
+"""Benchmarks and the evaluation suite's entry point (`python -m eval.run`)."""

@@ -1,0 +1,107 @@
+"""Provenance of protected works: were these works in the training data behind this output?
+
+A corpus of *works* (`split_works`: consecutive speeches of tiny Shakespeare, or any texts) is split into
+*planted* works, mixed into the training data as documents, and *unrelated* works, never trained on. Queries
+reproduce (verbatim excerpt) or perturb (words replaced) passages of works. Attribution scores over training
+documents are summed per work (`group_scores`: positive = the work's documents together raise the query's
+log-probability). A (query, work) pair is flagged when its group score exceeds a threshold calibrated on
+queries from never-trained works (`calibrate_threshold`, e.g. their 95th percentile), so about 5% of
+unrelated pairs are flagged by construction; `flag_report` gives precision and recall of flagged pairs.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, Hashable, Sequence
+
+import torch
+
+from llm_attrib.errors import UserInputError
+
+
+def split_works(text: str, n_works: int, speeches_per_work: int) -> list[list[str]]:
+    """The first ``n_works`` works of ``speeches_per_work`` consecutive speeches (blank-line separated blocks)."""
+    speeches = [block.strip() for block in re.split(r"\n\s*\n", text) if block.strip()]
+    if n_works * speeches_per_work > len(speeches):
+        raise UserInputError(f"{len(speeches)} speeches cannot make {n_works} works of {speeches_per_work}")
+    return [speeches[i * speeches_per_work : (i + 1) * speeches_per_work] for i in range(n_works)]
+
+
+def group_scores(scores: torch.Tensor, groups: Sequence[Hashable | None]) -> tuple[torch.Tensor, list[Hashable]]:
+    """Sum ``scores`` ``[n_query, n_train]`` over the training columns of each group.
+
+    groups: one label per training column (``None`` = belongs to no group, e.g. unrelated filler text).
+    Returns ``([n_query, n_groups], group labels in order of first appearance)``. Positive = the group's
+    documents together raise the query's log-probability (under the additive reading of the scores).
+    """
+    if len(groups) != scores.shape[1]:
+        raise UserInputError(f"{len(groups)} group labels for {scores.shape[1]} training columns")
+    labels = list(dict.fromkeys(g for g in groups if g is not None))
+    position = {label: i for i, label in enumerate(labels)}
+    membership = torch.zeros(scores.shape[1], len(labels), dtype=scores.dtype)
+    for column, group in enumerate(groups):
+        if group is not None:
+            membership[column, position[group]] = 1
+    return scores @ membership, labels
+
+
+def calibrate_threshold(null_scores: torch.Tensor, quantile: float = 0.95) -> float:
+    """The ``quantile`` of group scores of queries known to come from no trained work (any shape)."""
+    return float(torch.quantile(null_scores.double().flatten(), quantile))
+
+
+def flag_report(group_values: torch.Tensor, truth: torch.Tensor, threshold: float) -> dict[str, float]:
+    """Precision and recall of the (query, work) pairs with ``group_values > threshold``.
+
+    group_values: ``[n_query, n_groups]``; truth: same shape, True where the query was derived from the work.
+    Also the false-positive rate among pairs that are not true (from never-trained queries: about 1 - quantile).
+    """
+    flagged = group_values > threshold
+    true_positive = int((flagged & truth).sum())
+    return {
+        "precision": true_positive / max(int(flagged.sum()), 1),
+        "recall": true_positive / max(int(truth.sum()), 1),
+        "false_positive_rate": int((flagged & ~truth).sum()) / max(int((~truth).sum()), 1),
+        "threshold": threshold,
+    }
+
+
+def perturb_words(text: str, fraction: float, vocabulary: Sequence[str], rng: random.Random) -> str:
+    """``text`` with a ``fraction`` of its words replaced by random words of ``vocabulary`` (a crude paraphrase)."""
+    tokens = text.split(" ")
+    for i in rng.sample(range(len(tokens)), round(fraction * len(tokens))):
+        tokens[i] = rng.choice(vocabulary)
+    return " ".join(tokens)
+
+
+def passage_queries(
+    works: Sequence[Sequence[str]],
+    work_ids: Sequence[Any],
+    *,
+    per_work: int,
+    prompt_words: int,
+    completion_words: int,
+    perturb: float,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Prompt/completion queries from each work: ``per_work`` excerpts, verbatim and (if ``perturb`` > 0)
+    with that fraction of words replaced. Each query has ``id``, ``work`` and ``kind`` ("verbatim"/"perturbed")."""
+    rng = random.Random(seed)
+    vocabulary = sorted({w for work in works for speech in work for w in speech.split()})
+    queries = []
+    for work, work_id in zip(works, work_ids):
+        words = " ".join(work).split()
+        span = prompt_words + completion_words
+        for _ in range(per_work):
+            start = rng.randrange(0, max(1, len(words) - span))
+            prompt = " ".join(words[start : start + prompt_words])
+            completion = " " + " ".join(words[start + prompt_words : start + span])
+            kinds = {"verbatim": (prompt, completion)}
+            if perturb > 0:
+                kinds["perturbed"] = (perturb_words(prompt, perturb, vocabulary, rng),
+                                      " " + perturb_words(completion.strip(), perturb, vocabulary, rng))
+            for kind, (p, c) in kinds.items():
+                queries.append({"id": f"{work_id}/{kind}/{len(queries)}", "prompt": p, "completion": c,
+                                "work": work_id, "kind": kind})
+    return queries
