@@ -1,0 +1,18 @@
+"""Data Banzhaf (Wang & Jia 2023): the average marginal contribution over all subsets, estimated by MSR.
+
+Higher = more valuable. Robust to noise in the utility because every subset size counts equally.
+"""
+
+from __future__ import annotations
+
+from llm_attrib.valuation.msr import MSRSemivalue
+from llm_attrib.valuation.semivalue_weights import LogWeight, banzhaf_log_weight
+
+
+class DataBanzhaf(MSRSemivalue):
+    """Banzhaf values by maximum sample reuse (parameters: see `MSRSemivalue`)."""
+
+    method_name = "banzhaf"
+
+    def log_weight(self) -> LogWeight:
+        return banzhaf_log_weight

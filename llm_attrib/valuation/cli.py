@@ -1,0 +1,95 @@
+"""``llm-attrib value``: value each row of a tabular data file (csv, json, jsonl, parquet) and write one value
+per row (higher = more valuable) to CSV or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llm_attrib.errors import UserInputError
+from llm_attrib.valuation.estimators import ESTIMATORS, make_estimator
+from llm_attrib.valuation.knn_shapley import resolve_task
+from llm_attrib.valuation.registry import VALUATION_METHODS, make_method
+
+DATA_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("value", help="data valuation: one value per training row (higher = more valuable)",
+                                   description=__doc__)
+    parser.add_argument("--method", required=True, help=f"one of: {', '.join(VALUATION_METHODS)}")
+    parser.add_argument("--data", required=True, help="training data file (.csv, .json, .jsonl, .parquet)")
+    parser.add_argument("--label-column", required=True)
+    parser.add_argument("--feature-columns", nargs="+", help="numeric feature columns (default: all others)")
+    parser.add_argument("--val-data", help="validation data file (needed by all methods but data-oob)")
+    parser.add_argument("--estimator", default="logistic", help=f"base model: one of {', '.join(ESTIMATORS)}")
+    parser.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="method parameter, e.g. --param n_estimators=200 (VALUE parsed as JSON if it can be)")
+    parser.add_argument("--out", default="values.csv", help="output file, .csv or .json")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-jobs", type=int, default=1)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if Path(args.out).suffix.lower() not in (".csv", ".json"):
+        raise UserInputError(f"cannot write values to {args.out}: use a .csv or .json file name")
+    train = load_table(args.data)
+    features = args.feature_columns or [name for name in train.column_names if name != args.label_column]
+    X_train, y_train = table_arrays(train, features, args.label_column, args.data)
+    X_val = y_val = None
+    if args.val_data:
+        X_val, y_val = table_arrays(load_table(args.val_data), features, args.label_column, args.val_data)
+    task = resolve_task(args.task, y_train)
+    shared = {"estimator": make_estimator(args.estimator, task, args.seed), "random_state": args.seed,
+              "n_jobs": args.n_jobs, "task": task, "progress": True}
+    method = make_method(args.method, shared, **dict(parse_param(text) for text in args.param))
+    start = time.perf_counter()
+    result = method.fit(X_train, y_train, X_val, y_val).result_
+    result.save(args.out)
+    print(f"wrote {len(result)} {args.method} values to {args.out} in {time.perf_counter() - start:.1f}s; "
+          f"lowest rows: {', '.join(map(str, result.ranking(ascending=True)[:5]))}")
+    return 0
+
+
+def load_table(path: str) -> Any:
+    """A `datasets.Dataset` read from a local file."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in DATA_BUILDERS:
+        raise UserInputError(f"cannot read {path}: use a {', '.join(DATA_BUILDERS)} file")
+    if not Path(path).is_file():
+        raise UserInputError(f"no such data file: {path}")
+    from datasets import load_dataset
+
+    return load_dataset(DATA_BUILDERS[suffix], data_files=str(path), split="train")
+
+
+def table_arrays(table: Any, features: list[str], label_column: str, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """``X`` float ``[rows, len(features)]`` and ``y`` ``[rows]`` from a table; one-line errors for bad columns."""
+    for column in [label_column, *features]:
+        if column not in table.column_names:
+            raise UserInputError(f"{path} has no column {column!r}; its columns are {', '.join(table.column_names)}")
+    if not features:
+        raise UserInputError(f"{path} has no feature columns besides the label {label_column!r}")
+    try:
+        X = np.column_stack([np.asarray(table[column], dtype=float) for column in features])
+    except (TypeError, ValueError) as error:
+        raise UserInputError(f"{path}: feature columns must be numeric ({error})") from error
+    return X, np.asarray(table[label_column])
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, json.loads(value))``, or the raw string when it is not JSON."""
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise UserInputError(f"--param {text!r}: write KEY=VALUE")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value

@@ -1,0 +1,79 @@
+"""Data-OOB (Kwon & Zou 2023): bag ``B`` weak learners on bootstrap samples and value each point by how well
+the learners that did not see it predict it. No validation set needed.
+
+``v_i`` = mean over bags with ``i`` out of bag of: ``1[f_b(x_i) = y_i]`` (classification) or
+``−(f_b(x_i) − y_i)²`` (regression). Higher = more valuable; a mislabelled point is predicted wrongly by the
+learners trained on the rest, so it scores low. A point never out of bag gets NaN (count 0).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+import numpy as np
+from sklearn.base import clone, is_classifier
+
+from llm_attrib.valuation.base import Valuation
+from llm_attrib.valuation.parallel import parallel_map, root_entropy, split_evenly, task_rng
+from llm_attrib.valuation.result import ValuationResult
+
+OutOfBagScore = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+OUT_OF_BAG_SCORES: dict[bool, OutOfBagScore] = {  # keyed by is_classifier(estimator)
+    True: lambda predicted, y: (predicted == y).astype(float),
+    False: lambda predicted, y: -((predicted - y) ** 2),
+}
+
+
+def out_of_bag_values(estimator: Any, X: np.ndarray, y: np.ndarray, in_bag_counts: np.ndarray,
+                      n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(values, stderr, counts)`` float/float/int ``[n]`` for bags given as ``in_bag_counts`` int ``[B, n]``
+    (how often each point is drawn into each bag). Bag ``b`` trains ``clone(estimator)`` on its draws."""
+    chunks = split_evenly(range(len(in_bag_counts)), 4 * max(1, n_jobs or 1))
+    fit_bags = partial(_out_of_bag_scores, estimator, X, y)
+    bag_scores = np.concatenate(parallel_map(fit_bags, [(in_bag_counts[chunk],) for chunk in chunks], n_jobs))
+    out_of_bag = in_bag_counts == 0
+    counts = out_of_bag.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        values = np.where(out_of_bag, bag_scores, 0.0).sum(axis=0) / counts
+        squares = np.where(out_of_bag, bag_scores**2, 0.0).sum(axis=0) / counts
+        stderr = np.sqrt(np.maximum(squares - values**2, 0.0) / np.maximum(counts - 1, 1))
+    return values, np.where(counts > 0, stderr, np.nan), counts
+
+
+def _out_of_bag_scores(estimator: Any, X: np.ndarray, y: np.ndarray, in_bag_counts: np.ndarray) -> np.ndarray:
+    """Float ``[bags, n]``: each bag's learner scored on its out-of-bag points (0 where in bag)."""
+    score = OUT_OF_BAG_SCORES[is_classifier(estimator)]
+    scores = np.zeros(in_bag_counts.shape)
+    for bag, counts in enumerate(in_bag_counts):
+        drawn = np.repeat(np.arange(len(y)), counts)
+        out = counts == 0
+        if out.any():
+            model = clone(estimator).fit(X[drawn], y[drawn])
+            scores[bag, out] = score(model.predict(X[out]), y[out])
+    return scores
+
+
+class DataOOB(Valuation):
+    """Data-OOB with ``n_estimators`` bootstrap bags of ``max_samples · n`` draws each (with replacement)."""
+
+    method_name = "data-oob"
+    needs_validation = False
+
+    def __init__(self, estimator: Any, n_estimators: int = 100, max_samples: float = 1.0,
+                 n_jobs: int | None = None, random_state: int | None = None) -> None:
+        self.estimator = estimator
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _value(self, X_train, y_train, X_val, y_val) -> ValuationResult:
+        n = len(y_train)
+        entropy = root_entropy(self.random_state)
+        draws = max(1, int(round(self.max_samples * n)))
+        in_bag_counts = np.stack([np.bincount(task_rng(entropy, bag).integers(0, n, draws), minlength=n)
+                                  for bag in range(self.n_estimators)])
+        values, stderr, counts = out_of_bag_values(self.estimator, X_train, y_train, in_bag_counts, self.n_jobs)
+        return ValuationResult(values, stderr, counts, self.method_name, self.n_estimators)

@@ -1,0 +1,140 @@
+"""DVRL (Yoon, Arik & Pfister 2020): a value-estimator network learns, by REINFORCE, which training points
+to select so that a model trained on the selection scores well on validation data.
+
+Per iteration: draw a batch of training points, the estimator gives each a selection probability ``p_i``,
+a selection ``s_i ~ Bernoulli(p_i)`` trains a fresh model, and its validation score minus a moving-average
+baseline is the reward for ``log π(s)``. The estimator sees features, labels and the *marginal* signal
+``|y − f_val(x)|`` of a model fitted on the validation set (the paper's key input). A point's value is its
+final selection probability: higher = more valuable.
+
+The default reward is the validation log-likelihood for classifiers (smoother than accuracy, which makes
+REINFORCE learn in a few hundred steps) and negative squared error for regressors.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from sklearn.base import clone, is_classifier
+from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
+
+from llm_attrib.valuation.base import UtilityValuation
+from llm_attrib.valuation.parallel import root_entropy
+from llm_attrib.valuation.result import ValuationResult
+from llm_attrib.valuation.utility import Scorer, Utility, log_likelihood
+
+
+def label_features(estimator: Any, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray,
+                   y_val: np.ndarray) -> np.ndarray:
+    """Float ``[n, c]``: one-hot labels and ``|one-hot − predicted probabilities|`` of a model fitted on the
+    validation set (classification), or standardised ``y`` and ``|y − prediction|`` (regression)."""
+    val_model = clone(estimator).fit(X_val, y_val)
+    if not is_classifier(estimator):
+        scale = np.std(y_val) or 1.0
+        return np.stack([y_train / scale, np.abs(y_train - val_model.predict(X_train)) / scale], axis=1)
+    classes = val_model.classes_
+    one_hot = (y_train[:, None] == classes[None, :]).astype(float)
+    if hasattr(val_model, "predict_proba"):
+        predicted = val_model.predict_proba(X_train)
+    else:
+        predicted = (val_model.predict(X_train)[:, None] == classes[None, :]).astype(float)
+    return np.concatenate([one_hot, np.abs(one_hot - predicted)], axis=1)
+
+
+def value_network(n_inputs: int, hidden: int, layers: int) -> torch.nn.Module:
+    """MLP ``[*, n_inputs] -> [*]`` of selection probabilities in (0, 1)."""
+    blocks: list[torch.nn.Module] = []
+    width = n_inputs
+    for _ in range(layers):
+        blocks += [torch.nn.Linear(width, hidden), torch.nn.ReLU()]
+        width = hidden
+    return torch.nn.Sequential(*blocks, torch.nn.Linear(width, 1), torch.nn.Sigmoid(), torch.nn.Flatten(0))
+
+
+@contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """Run torch on one thread inside the block: the value network is tiny, and thread start-up would cost
+    tens of times its compute."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class DVRL(UtilityValuation):
+    """Data valuation by reinforcement learning.
+
+    n_iterations: REINFORCE steps (one model fit each). batch_size: training points per step.
+    baseline_window: the reward baseline is an exponential moving average over about this many steps.
+    selection_threshold: the mean selection probability is pushed into
+    ``[1 − selection_threshold, selection_threshold]`` (weight ``penalty``) so that it neither selects
+    nothing nor everything.
+    """
+
+    method_name = "dvrl"
+
+    def __init__(self, estimator: Any, n_iterations: int = 200, batch_size: int = 256, hidden: int = 64,
+                 layers: int = 2, learning_rate: float = 1e-2, baseline_window: int = 20,
+                 selection_threshold: float = 0.9, penalty: float = 1e3, scorer: str | Scorer | None = None,
+                 default_score: float = 0.0, random_state: int | None = None, progress: bool = False) -> None:
+        self.estimator = estimator
+        self.n_iterations = n_iterations
+        self.batch_size = batch_size
+        self.hidden = hidden
+        self.layers = layers
+        self.learning_rate = learning_rate
+        self.baseline_window = baseline_window
+        self.selection_threshold = selection_threshold
+        self.penalty = penalty
+        self.scorer = scorer
+        self.default_score = default_score
+        self.random_state = random_state
+        self.progress = progress
+
+    def _value(self, X_train, y_train, X_val, y_val) -> ValuationResult:
+        probabilistic = is_classifier(self.estimator) and hasattr(self.estimator, "predict_proba")
+        utility = self.make_utility(X_train, y_train, X_val, y_val, cache=False,
+                                    default_scorer=log_likelihood if probabilistic else None)
+        with single_torch_thread():
+            return self._train(utility, X_train, y_train, X_val, y_val)
+
+    def _train(self, utility: Utility, X_train, y_train, X_val, y_val) -> ValuationResult:
+        n = len(y_train)
+        features = torch.as_tensor(np.concatenate(
+            [StandardScaler().fit_transform(X_train), label_features(self.estimator, X_train, y_train, X_val, y_val)],
+            axis=1), dtype=torch.float32)
+        seed = root_entropy(self.random_state) % 2**63
+        rng = np.random.default_rng(seed)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            network = value_network(features.shape[1], self.hidden, self.layers)
+        optimizer = torch.optim.Adam(network.parameters(), lr=self.learning_rate)
+        batch_size = min(self.batch_size, n)
+        baseline = utility(np.arange(n))
+        seen = np.zeros(n, dtype=int)
+        for _ in tqdm(range(self.n_iterations), desc="DVRL", disable=not self.progress):
+            batch = rng.choice(n, batch_size, replace=False)
+            seen[batch] += 1
+            probabilities = network(features[batch])
+            selection = torch.bernoulli(probabilities.detach(), generator=generator)
+            reward = utility(batch[selection.numpy() > 0])
+            log_likelihood = torch.sum(selection * torch.log(probabilities + 1e-8)
+                                       + (1 - selection) * torch.log(1 - probabilities + 1e-8))
+            mean_probability = probabilities.mean()
+            outside_band = torch.relu(mean_probability - self.selection_threshold) \
+                + torch.relu(1 - self.selection_threshold - mean_probability)
+            loss = -(reward - baseline) * log_likelihood + self.penalty * outside_band
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            baseline += (reward - baseline) / self.baseline_window
+        with torch.no_grad():
+            values = network(features).numpy().astype(float)
+        return ValuationResult(values, np.full(n, np.nan), seen, self.method_name, self.n_iterations + 1)

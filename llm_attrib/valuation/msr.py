@@ -1,0 +1,181 @@
+"""Maximum sample reuse (MSR) for semivalues: one sampler of subsets and their utilities, many weightings.
+
+Every sampled subset ``S`` (with its utility ``U(S)``) informs every point ``i``: it is a draw of
+``U(T ∪ {i})`` if ``i ∈ S`` and of ``U(T)`` otherwise. With subsets drawn from ``q``, the semivalue
+``φ_i = Σ_{T ⊆ D∖{i}} w(|T|) [U(T ∪ {i}) − U(T)]`` is estimated by two self-normalised importance-weighted
+means (each side's weights sum to 1 exactly, ``Σ_k C(n−1, k) w(k) = 1``):
+
+    φ_i ≈ Σ_{S ∋ i} a_S U(S) / Σ_{S ∋ i} a_S − Σ_{S ∌ i} b_S U(S) / Σ_{S ∌ i} b_S,
+    a_S = w(|S| − 1) / q(S),  b_S = w(|S|) / q(S).
+
+For Banzhaf with independent inclusion (probability ½) all weights are equal and this is Wang & Jia's
+(2023) MSR estimator: mean utility of subsets with ``i`` minus mean utility of subsets without it. The same
+`SampledUtilities` serve Beta Shapley, Shapley or Banzhaf (`MSRSemivalue.value_samples`).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from llm_attrib.errors import UserInputError
+from llm_attrib.valuation.base import UtilityValuation
+from llm_attrib.valuation.parallel import root_entropy, task_rng
+from llm_attrib.valuation.result import ValuationResult
+from llm_attrib.valuation.sampling import as_criterion, sample_until
+from llm_attrib.valuation.semivalue_weights import LogWeight, log_binomial
+from llm_attrib.valuation.stopping import StoppingCriterion
+from llm_attrib.valuation.utility import Scorer, Utility
+
+
+@dataclass(frozen=True)
+class SubsetDistribution:
+    """How subsets are drawn: ``draw(rng, n) -> bool mask [n]`` and ``log q(S)`` by subset size."""
+
+    draw: Callable[[np.random.Generator, int], np.ndarray]
+    log_probability: Callable[[int, np.ndarray], np.ndarray]
+
+
+def _draw_independent(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.random(n) < 0.5
+
+
+def _draw_uniform_size(rng: np.random.Generator, n: int) -> np.ndarray:
+    mask = np.zeros(n, dtype=bool)
+    mask[rng.choice(n, size=rng.integers(0, n + 1), replace=False)] = True
+    return mask
+
+
+SUBSET_DISTRIBUTIONS: dict[str, SubsetDistribution] = {
+    # each point in with probability 1/2: q(S) = 2^-n, the natural sampler for Banzhaf
+    "independent": SubsetDistribution(_draw_independent, lambda n, sizes: np.full(np.shape(sizes), -n * np.log(2.0))),
+    # size uniform on 0..n, then a uniform subset of that size: covers small subsets (Shapley, Beta Shapley)
+    "uniform-size": SubsetDistribution(
+        _draw_uniform_size, lambda n, sizes: -np.log(n + 1.0) - log_binomial(n, np.asarray(sizes, dtype=float))),
+}
+
+
+@dataclass(frozen=True)
+class SampledUtilities:
+    """Subsets as bool masks ``[m, n]``, their utilities ``[m]``, and the distribution they came from."""
+
+    masks: np.ndarray
+    utilities: np.ndarray
+    distribution: str
+
+    def __len__(self) -> int:
+        return len(self.utilities)
+
+
+def estimate_semivalue(samples: SampledUtilities, log_weight: LogWeight) -> tuple[np.ndarray, np.ndarray]:
+    """MSR estimate ``(values, stderr)``, float ``[n]`` each (see module docstring).
+
+    The standard error is the delta-method one of each self-normalised mean. A point never seen on one side
+    (always or never in the sampled subsets) gets value 0 and an infinite standard error.
+    """
+    masks = samples.masks.astype(float)
+    n = masks.shape[1]
+    sizes = samples.masks.sum(axis=1)
+    log_q = SUBSET_DISTRIBUTIONS[samples.distribution].log_probability(n, sizes)
+    centred = samples.utilities - samples.utilities.mean()  # self-normalised means are shift-invariant
+    mean_in, var_in = _weighted_means(masks, centred, log_weight(n, np.maximum(sizes - 1, 0)) - log_q, sizes > 0)
+    mean_out, var_out = _weighted_means(1.0 - masks, centred, log_weight(n, np.minimum(sizes, n - 1)) - log_q,
+                                        sizes < n)
+    return mean_in - mean_out, np.sqrt(var_in + var_out)
+
+
+def _weighted_means(membership: np.ndarray, utilities: np.ndarray, log_weights: np.ndarray,
+                    valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``membership [m, n]``: the weighted mean of ``utilities`` over its rows, and its variance."""
+    weights = np.where(valid, np.exp(log_weights - np.max(log_weights[valid], initial=-np.inf)), 0.0)
+    total = membership.T @ weights
+    seen = total > 0
+    safe_total = np.where(seen, total, 1.0)
+    mean = (membership.T @ (weights * utilities)) / safe_total
+    squared = weights**2
+    spread = membership.T @ (squared * utilities**2) - 2 * mean * (membership.T @ (squared * utilities)) \
+        + mean**2 * (membership.T @ squared)
+    variance = np.where(seen, np.maximum(spread, 0.0) / safe_total**2, np.inf)
+    return np.where(seen, mean, 0.0), variance
+
+
+class MSRSemivalue(UtilityValuation):
+    """Base of semivalues estimated by MSR. Subclasses give the weighting (`log_weight`).
+
+    stopping: a `StoppingCriterion` or an int (that many sampled subsets).
+    subset_distribution: a key of `SUBSET_DISTRIBUTIONS`.
+    After ``fit``, ``samples_`` holds the sampled subsets and utilities, which `value_samples` can reuse
+    for another weighting without training again.
+    """
+
+    def __init__(self, estimator: Any, stopping: StoppingCriterion | int = 1000,
+                 subset_distribution: str = "independent", scorer: str | Scorer | None = None,
+                 default_score: float = 0.0, subsets_per_round: int = 100, n_jobs: int | None = None,
+                 random_state: int | None = None, progress: bool = False) -> None:
+        self.estimator = estimator
+        self.stopping = stopping
+        self.subset_distribution = subset_distribution
+        self.scorer = scorer
+        self.default_score = default_score
+        self.subsets_per_round = subsets_per_round
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.progress = progress
+
+    @abstractmethod
+    def log_weight(self) -> LogWeight:
+        """``log w(k)`` of this semivalue (see `semivalue_weights`)."""
+
+    def value_samples(self, samples: SampledUtilities) -> ValuationResult:
+        """Values from already sampled subsets and utilities (e.g. another method's ``samples_``)."""
+        values, stderr = estimate_semivalue(samples, self.log_weight())
+        return ValuationResult(values, stderr, np.full(len(values), len(samples)), self.method_name, len(samples))
+
+    def _value(self, X_train, y_train, X_val, y_val) -> ValuationResult:
+        if self.subset_distribution not in SUBSET_DISTRIBUTIONS:
+            raise UserInputError(f"unknown subset_distribution {self.subset_distribution!r}: "
+                                 f"choose one of {', '.join(SUBSET_DISTRIBUTIONS)}")
+        utility = self.make_utility(X_train, y_train, X_val, y_val)
+        accumulator = _SubsetAccumulator(utility.n_train, self.subset_distribution, self.log_weight())
+        work = partial(_sample_subsets, utility, root_entropy(self.random_state), self.subset_distribution)
+        sample_until(work, accumulator, as_criterion(self.stopping), self.n_jobs, self.subsets_per_round,
+                     self.progress, self.method_name)
+        self.samples_ = accumulator.samples()
+        return self.value_samples(self.samples_)
+
+
+def _sample_subsets(utility: Utility, entropy: int, distribution: str,
+                    tasks: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    """Per task: ``(mask [n], U(subset))`` for one seeded subset."""
+    draw = SUBSET_DISTRIBUTIONS[distribution].draw
+    results = []
+    for task in tasks:
+        mask = draw(task_rng(entropy, int(task)), utility.n_train)
+        results.append((mask, utility(np.flatnonzero(mask))))
+    return results
+
+
+class _SubsetAccumulator:
+    def __init__(self, n: int, distribution: str, log_weight: LogWeight) -> None:
+        self.n_iterations = 0
+        self.n_evaluations = 0
+        self.distribution = distribution
+        self.log_weight = log_weight
+        self.masks: list[np.ndarray] = []
+        self.utilities: list[float] = []
+
+    def add(self, results: Sequence[tuple[np.ndarray, float]]) -> None:
+        for mask, utility in results:
+            self.masks.append(mask)
+            self.utilities.append(utility)
+        self.n_iterations = self.n_evaluations = len(self.utilities)
+
+    def samples(self) -> SampledUtilities:
+        return SampledUtilities(np.array(self.masks), np.array(self.utilities), self.distribution)
+
+    def estimate(self) -> tuple[np.ndarray, np.ndarray]:
+        return estimate_semivalue(self.samples(), self.log_weight)

@@ -1,0 +1,119 @@
+"""Valuation methods against exact semivalues computed by enumerating every subset (n ≤ 8)."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from llm_attrib.valuation import (
+    BetaShapley,
+    DataBanzhaf,
+    KNNShapley,
+    LeaveOneOut,
+    MaxIterations,
+    MaxUtilityEvaluations,
+    TMCShapley,
+    Utility,
+    beta_log_weight,
+    exact_banzhaf,
+    exact_semivalue,
+    exact_shapley,
+    knn_utility,
+)
+
+
+def small_problem(n: int = 6, seed: int = 0):
+    """Two overlapping Gaussian classes; the training labels include one flipped point."""
+    rng = np.random.default_rng(seed)
+    y = np.array([0, 1] * (n // 2) + [0] * (n % 2))
+    X = rng.normal(size=(n, 2)) + 1.5 * y[:, None]
+    y[0] = 1 - y[0]
+    y_val = rng.integers(0, 2, 40)
+    X_val = rng.normal(size=(40, 2)) + 1.5 * y_val[:, None]
+    return X, y, X_val, y_val
+
+
+@pytest.fixture(scope="module")
+def problem():
+    X, y, X_val, y_val = small_problem()
+    utility = Utility(LogisticRegression(), X, y, X_val, y_val, default_score=0.5)
+    return X, y, X_val, y_val, utility, exact_shapley(utility, len(y))
+
+
+def test_exact_shapley_is_efficient(problem):
+    *_, utility, shapley = problem
+    assert shapley.sum() == pytest.approx(utility(range(len(shapley))) - utility([]), abs=1e-12)
+
+
+def test_beta_one_one_is_shapley(problem):
+    *_, utility, shapley = problem
+    np.testing.assert_allclose(exact_semivalue(utility, len(shapley), beta_log_weight(1.0, 1.0)), shapley, atol=1e-12)
+
+
+def test_tmc_without_truncation_matches_exact_shapley(problem):
+    X, y, X_val, y_val, utility, shapley = problem
+    tmc = TMCShapley(LogisticRegression(), stopping=800, truncation_tolerance=None, default_score=0.5,
+                     random_state=0).fit(X, y, X_val, y_val)
+    result = tmc.result_
+    # every permutation telescopes to U(D) − U(∅): efficiency holds exactly, not only in expectation
+    assert result.values.sum() == pytest.approx(utility(range(len(y))) - utility([]), abs=1e-10)
+    assert np.all(np.abs(result.values - shapley) <= 4 * result.stderr + 1e-3)
+    assert np.max(np.abs(result.values - shapley)) < 0.02
+
+
+def test_tmc_truncation_saves_evaluations_and_stays_close(problem):
+    X, y, X_val, y_val, _, shapley = problem
+    full = TMCShapley(LogisticRegression(), stopping=200, truncation_tolerance=None, default_score=0.5,
+                      random_state=1).fit(X, y, X_val, y_val).result_
+    truncated = TMCShapley(LogisticRegression(), stopping=200, truncation_tolerance=0.05, default_score=0.5,
+                           random_state=1).fit(X, y, X_val, y_val).result_
+    assert truncated.n_utility_evaluations < full.n_utility_evaluations
+    assert np.corrcoef(truncated.values, shapley)[0, 1] > 0.9
+
+
+def test_utility_budget_stops_tmc(problem):
+    X, y, X_val, y_val, *_ = problem
+    result = TMCShapley(LogisticRegression(), stopping=MaxUtilityEvaluations(70) | MaxIterations(1000),
+                        truncation_tolerance=None, permutations_per_round=2, random_state=0).fit(X, y, X_val, y_val).result_
+    # 7 queries per permutation of 6 points (the empty prefix included), stopped at the first round past 70
+    assert 70 <= result.n_utility_evaluations - 1 < 70 + 2 * 7
+    assert result.counts[0] == (result.n_utility_evaluations - 1) // 7
+
+
+def test_banzhaf_msr_converges_to_exact_banzhaf(problem):
+    X, y, X_val, y_val, utility, _ = problem
+    banzhaf = DataBanzhaf(LogisticRegression(), stopping=6000, default_score=0.5, random_state=0)
+    result = banzhaf.fit(X, y, X_val, y_val).result_
+    np.testing.assert_allclose(result.values, exact_banzhaf(utility, len(y)), atol=0.012)
+    assert np.all(result.stderr < 0.01)
+
+
+def test_one_sample_serves_beta_shapley_and_banzhaf(problem):
+    X, y, X_val, y_val, utility, shapley = problem
+    beta = BetaShapley(LogisticRegression(), alpha=1.0, beta=1.0, stopping=6000, default_score=0.5, random_state=0)
+    np.testing.assert_allclose(beta.fit(X, y, X_val, y_val).values_, shapley, atol=0.015)
+    beta_16_1 = exact_semivalue(utility, len(y), beta_log_weight(16.0, 1.0))
+    np.testing.assert_allclose(BetaShapley(LogisticRegression(), 16.0, 1.0).value_samples(beta.samples_).values,
+                               beta_16_1, atol=0.015)
+    np.testing.assert_allclose(DataBanzhaf(LogisticRegression()).value_samples(beta.samples_).values,
+                               exact_banzhaf(utility, len(y)), atol=0.015)
+
+
+def test_leave_one_out_is_the_drop_in_utility(problem):
+    X, y, X_val, y_val, utility, _ = problem
+    values = LeaveOneOut(LogisticRegression(), default_score=0.5).fit(X, y, X_val, y_val).values_
+    everyone = np.arange(len(y))
+    np.testing.assert_allclose(values, [utility(everyone) - utility(np.delete(everyone, i)) for i in everyone])
+
+
+@pytest.mark.parametrize("task, k, n", [("classification", 3, 8), ("classification", 9, 6), ("regression", 2, 7)])
+def test_knn_shapley_matches_exact_shapley(task, k, n):
+    rng = np.random.default_rng(k)
+    X, X_val = rng.normal(size=(n, 2)), rng.normal(size=(5, 2))
+    if task == "classification":
+        y, y_val = rng.integers(0, 3, n), rng.integers(0, 3, 5)
+    else:
+        y, y_val = rng.normal(size=n), rng.normal(size=5)
+    values = KNNShapley(n_neighbors=k, task=task).fit(X, y, X_val, y_val).values_
+    utility = knn_utility(X, y, X_val, y_val, k, task)
+    np.testing.assert_allclose(values, exact_shapley(utility, n), atol=1e-12)
+    assert values.sum() == pytest.approx(utility(range(n)) - utility([]), abs=1e-12)
