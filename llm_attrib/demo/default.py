@@ -53,6 +53,7 @@ class DemoRecipe:
     lr: float = 3e-3
     batch_size: int = 16
     train_seed: int = 0
+    num_threads: int = 1
 
     def digest(self) -> str:
         return data_fingerprint({"recipe": asdict(self), "cache": CACHE_NAME})[:12]
@@ -98,7 +99,7 @@ def build(recipe: DemoRecipe, folder: Path, progress: bool = False) -> None:
                       pad_token_id=tokenizer.pad_token_id)
     records = training_records(corpus)
     train_causal_lm(model, tokenizer, records, epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size,
-                    seed=recipe.train_seed, progress=progress)
+                    seed=recipe.train_seed, progress=progress, num_threads=recipe.num_threads)
     accuracy = float(greedy_correct(model, tokenizer, corpus.queries).float().mean())
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
