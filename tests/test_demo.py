@@ -18,7 +18,7 @@ from llm_attrib.demo import (
     train_causal_lm,
     train_tokenizer,
 )
-from llm_attrib.demo.facts import ATTRIBUTE_BY_NAME, words
+from llm_attrib.demo.facts import ATTRIBUTE_BY_NAME, DOCUMENT_KINDS, words
 from llm_attrib.demo.training import torch_threads
 
 TINY = dict(n_entities=4, docs_per_fact=3, paraphrase_fraction=0.4, n_distractors=10, seed=7)
@@ -83,7 +83,7 @@ def test_every_query_has_relevant_documents_that_state_its_fact(corpus):
 def test_paraphrases_avoid_the_query_keywords_and_direct_statements_use_them(corpus):
     assert corpus.paraphrases
     kinds = {d["kind"] for d in corpus.documents}
-    assert kinds == {"direct", "paraphrase", "qa", "distractor"}
+    assert kinds == set(DOCUMENT_KINDS)
     for document in corpus.documents:
         fact = corpus.facts[document["fact_ids"][0]]
         template_words = words(document["text"]) - words(fact["entity"]) - words(fact["value"])
