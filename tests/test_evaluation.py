@@ -223,3 +223,16 @@ def test_retraining_is_deterministic_under_a_seed():
     measure = LogLikelihoodMeasure(tokenizer)
     first, again, other = (measure(retrain(records, s), records) for s in (3, 3, 4))
     assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_evaluate_provenance_flags_the_planted_work():
+    from llm_attrib.evaluation.provenance import evaluate_provenance
+
+    # columns: work A, work A, work B, filler; queries: 2 from A, 1 from B, 3 from never-trained works
+    scores = torch.tensor([
+        [3.0, 2.0, 0.1, 9.0], [2.5, 2.5, 0.0, 0.0], [0.2, 0.0, 4.0, 0.0],
+        [0.1, 0.2, 0.3, 5.0], [0.0, 0.3, 0.2, 0.0], [0.4, 0.0, 0.1, 0.0],
+    ])
+    report = evaluate_provenance(scores, ["A", "A", "B", None], ["A", "A", "B", "X", "Y", "Z"],
+                                 [False, False, False, True, True, True], quantile=1.0)
+    assert report["recall"] == 1.0 and report["precision"] == 1.0 and report["threshold"] == pytest.approx(0.4)

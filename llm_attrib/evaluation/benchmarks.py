@@ -4,14 +4,19 @@
   completion = output), loaded with ``datasets.load_dataset("json", ...)`` as a user would, subsampled with a
   seed and truncated; queries are held-out records of the same file.
 * `facts_benchmark`: the synthetic-fact demo corpus (`llm_attrib.demo.default`) at a small recipe; queries ask
-  facts whose supporting documents are known.
+  facts whose supporting documents are known (recall@k, MRR, tail-patch).
+* `provenance_benchmark`: tiny-Shakespeare works, some planted among unrelated role-play text; queries quote or
+  perturb planted and never-trained works (precision/recall of flagged works).
+
+Each benchmark carries its own ``evaluators`` (scores → metrics); the suite adds LDS where it has ground truth.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -20,7 +25,12 @@ from llm_attrib.demo.facts import FactCorpus
 from llm_attrib.demo.model import tiny_gpt2
 from llm_attrib.demo.tokenizer import train_tokenizer
 from llm_attrib.demo.training import train_causal_lm
+from llm_attrib.evaluation.fact_tracing import retrieval_report, tail_patch_report
+from llm_attrib.evaluation.provenance import evaluate_provenance, passage_queries, split_works
 from llm_attrib.evaluation.retrain import DemoRetrainer
+from llm_attrib.scores import Scores
+
+Evaluator = Callable[[Scores], dict[str, float]]
 
 
 @dataclass
@@ -33,7 +43,7 @@ class Benchmark:
     train_records: list[dict[str, Any]]
     query_records: list[dict[str, Any]]
     retrainer: DemoRetrainer
-    corpus: FactCorpus | None = None
+    evaluators: list[Evaluator] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -56,6 +66,15 @@ def roleplay_records(path: str | Path, n: int, seed: int) -> list[dict[str, Any]
         }
         for i, row in enumerate(dataset)
     ]
+
+
+def _tiny_gpt2_builder(tokenizer: Any, n_positions: int, n_embd: int) -> Callable[[int], torch.nn.Module]:
+    def build_model(model_seed: int) -> torch.nn.Module:
+        return tiny_gpt2(len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=2, n_head=4, seed=model_seed,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+
+    return build_model
 
 
 def roleplay_benchmark(
@@ -81,12 +100,7 @@ def roleplay_benchmark(
          "completion": _truncate(tokenizer, r["completion"], max_completion_tokens)}
         for r in raw
     ]
-
-    def build_model(model_seed: int) -> torch.nn.Module:
-        return tiny_gpt2(len(tokenizer), n_positions=tokenizer.model_max_length, n_embd=n_embd, n_layer=2, n_head=4,
-                         seed=model_seed, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-
+    build_model = _tiny_gpt2_builder(tokenizer, tokenizer.model_max_length, n_embd)
     retrainer = DemoRetrainer(build_model, tokenizer, epochs=epochs, lr=lr, batch_size=batch_size)
     train, queries = records[:n_train], records[n_train:]
     return Benchmark("roleplay", retrainer(train, seed), tokenizer, train, queries, retrainer,
@@ -102,14 +116,57 @@ def facts_benchmark(cache_dir: str | Path, recipe: DemoRecipe = FACTS_RECIPE) ->
     """The demo fact model at ``recipe`` (built once into ``cache_dir``); queries are the corpus's fact queries."""
     bundle = load_default(cache_dir, recipe=recipe)
     tokenizer = bundle.tokenizer
-
-    def build_model(model_seed: int) -> torch.nn.Module:
-        return tiny_gpt2(len(tokenizer), recipe.n_positions, recipe.n_embd, recipe.n_layer, recipe.n_head, model_seed,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-
+    build_model = _tiny_gpt2_builder(tokenizer, recipe.n_positions, recipe.n_embd)
     retrainer = DemoRetrainer(build_model, tokenizer, epochs=recipe.epochs, lr=recipe.lr, batch_size=recipe.batch_size)
     queries = [{k: q[k] for k in ("id", "prompt", "completion")} for q in bundle.corpus.queries]
-    return Benchmark("facts", bundle.model, tokenizer, bundle.train_records, queries, retrainer, corpus=bundle.corpus,
+    evaluators: list[Evaluator] = [
+        lambda scores: retrieval_report(scores, bundle.corpus),
+        lambda scores: tail_patch_report(bundle.model, tokenizer, scores, queries, bundle.train_records),
+    ]
+    return Benchmark("facts", bundle.model, tokenizer, bundle.train_records, queries, retrainer, evaluators,
                      settings={"recipe": vars(recipe) if hasattr(recipe, "__dict__") else str(recipe),
                                "greedy_accuracy": bundle.info.get("greedy_accuracy"), **retrainer.settings()})
+
+
+def provenance_benchmark(
+    shakespeare: str | Path,
+    roleplay: str | Path,
+    *,
+    n_works: int = 12,
+    n_planted: int = 6,
+    n_calibration: int = 3,
+    speeches_per_work: int = 16,
+    n_filler: int = 48,
+    queries_per_work: int = 2,
+    max_tokens: int = 48,
+    epochs: int = 8,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> Benchmark:
+    """Plant ``n_planted`` of ``n_works`` Shakespeare works (each speech one document) among ``n_filler`` role-play
+    outputs and train a tiny GPT-2. Queries quote (verbatim / 30% of words replaced) every work; those of
+    ``n_calibration`` never-trained works set the threshold, the rest are flagged against it."""
+    works = split_works(Path(shakespeare).read_text(), n_works, speeches_per_work)
+    rng = random.Random(seed)
+    order = list(range(n_works))
+    rng.shuffle(order)
+    planted, calibration = set(order[:n_planted]), set(order[n_planted : n_planted + n_calibration])
+    filler = [r["completion"].strip() for r in roleplay_records(roleplay, n_filler, seed)]
+    texts = [speech for w in sorted(planted) for speech in works[w]] + filler
+    tokenizer = train_tokenizer(texts, 512, model_max_length=max_tokens)
+    documents = [{"id": f"work{w}/speech{i}", "text": _truncate(tokenizer, speech, max_tokens - 2)}
+                 for w in sorted(planted) for i, speech in enumerate(works[w])]
+    documents += [{"id": f"filler{i}", "text": _truncate(tokenizer, text, max_tokens - 2)} for i, text in enumerate(filler)]
+    groups = [d["id"].split("/")[0] if d["id"].startswith("work") else None for d in documents]
+    queries = passage_queries(works, [f"work{w}" for w in range(n_works)], per_work=queries_per_work,
+                              prompt_words=10, completion_words=10, perturb=0.3, seed=seed)
+    queries = [{**q, "prompt": _truncate(tokenizer, q["prompt"], max_tokens // 2 - 2),
+                "completion": _truncate(tokenizer, q["completion"], max_tokens // 2 - 2)} for q in queries]
+    retrainer = DemoRetrainer(_tiny_gpt2_builder(tokenizer, max_tokens, 64), tokenizer, epochs=epochs, lr=lr, batch_size=16)
+    is_calibration = [int(q["work"][4:]) in calibration for q in queries]
+    evaluators: list[Evaluator] = [
+        lambda scores: evaluate_provenance(scores.values, groups, [q["work"] for q in queries], is_calibration)
+    ]
+    return Benchmark("provenance", retrainer(documents, seed), tokenizer, documents, queries, retrainer, evaluators,
+                     settings={"planted": sorted(planted), "calibration": sorted(calibration), "n_works": n_works,
+                               "seed": seed, **retrainer.settings()})

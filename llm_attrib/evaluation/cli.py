@@ -14,9 +14,9 @@ def _names(text: str) -> tuple[str, ...]:
 
 def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the suite's flags to ``parser``; ``parser.set_defaults(func=...)`` runs it."""
-    defaults = SuiteConfig(roleplay_data=Path(), out_dir=Path(), cache_dir=Path())
-    parser.add_argument("--roleplay-data", type=Path, default=Path("../shared/data/gpteacher_roleplay.json"),
-                        help="GPTeacher-style JSON list of {instruction, input, output}")
+    defaults = SuiteConfig(data_dir=Path(), out_dir=Path(), cache_dir=Path())
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"),
+                        help="folder with gpteacher_roleplay.json and tinyshakespeare.txt")
     parser.add_argument("--out-dir", type=Path, default=Path("eval"), help="where README.md and results/ are written")
     parser.add_argument("--cache-dir", type=Path, default=Path("eval/_runs"), help="ground-truth and demo-model caches")
     parser.add_argument("--n-train", type=int, default=defaults.n_train, help="role-play training records")
@@ -37,7 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     run_suite(SuiteConfig(
-        roleplay_data=args.roleplay_data, out_dir=args.out_dir, cache_dir=args.cache_dir, n_train=args.n_train,
+        data_dir=args.data_dir, out_dir=args.out_dir, cache_dir=args.cache_dir, n_train=args.n_train,
         n_query=args.n_query, n_subsets=args.n_subsets, alpha=args.alpha, seeds_per_subset=args.seeds_per_subset,
         facts_subsets=args.facts_subsets, methods=args.methods, peers=args.peers, benchmarks=args.benchmarks,
         seed=args.seed,

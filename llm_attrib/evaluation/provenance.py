@@ -105,3 +105,25 @@ def passage_queries(
                 queries.append({"id": f"{work_id}/{kind}/{len(queries)}", "prompt": p, "completion": c,
                                 "work": work_id, "kind": kind})
     return queries
+
+
+def evaluate_provenance(
+    scores: torch.Tensor,
+    train_groups: Sequence[Hashable | None],
+    query_works: Sequence[Hashable],
+    calibration: Sequence[bool],
+    quantile: float = 0.95,
+) -> dict[str, float]:
+    """Group the scores by work, calibrate the threshold on the ``calibration`` queries (from never-trained
+    works), and report precision/recall of the flagged (query, work) pairs among the other queries.
+
+    scores: ``[n_query, n_train]`` (positive = raises the query's log-probability); train_groups: each training
+    column's work (None = unrelated filler); query_works: the work each query was derived from.
+    """
+    grouped, labels = group_scores(scores, train_groups)
+    held = torch.as_tensor(list(calibration), dtype=torch.bool)
+    if not held.any() or held.all():
+        raise UserInputError("provenance needs both calibration queries (never-trained works) and test queries")
+    threshold = calibrate_threshold(grouped[held], quantile)
+    truth = torch.tensor([[work == label for label in labels] for work in query_works], dtype=torch.bool)
+    return flag_report(grouped[~held], truth[~held], threshold)

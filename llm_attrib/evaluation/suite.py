@@ -24,13 +24,13 @@ from typing import Any, Callable
 import torch
 
 from llm_attrib.attributors import ATTRIBUTORS, AttributorFactory
-from llm_attrib.evaluation.benchmarks import Benchmark, facts_benchmark, roleplay_benchmark
-from llm_attrib.evaluation.fact_tracing import retrieval_report, tail_patch_report
+from llm_attrib.evaluation.benchmarks import Benchmark, facts_benchmark, provenance_benchmark, roleplay_benchmark
 from llm_attrib.evaluation.lds import LDSGroundTruth, evaluate_lds, lds_ground_truth
 from llm_attrib.evaluation.retrain import LogLikelihoodMeasure
 from llm_attrib.scores import Scores
 from llm_attrib.store import write_json
 
+ROLEPLAY_FILE, SHAKESPEARE_FILE = "gpteacher_roleplay.json", "tinyshakespeare.txt"
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -38,7 +38,7 @@ RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 class SuiteConfig:
     """Sizes and paths of one suite run (the CLI flags)."""
 
-    roleplay_data: Path
+    data_dir: Path
     out_dir: Path
     cache_dir: Path
     n_train: int = 160
@@ -49,7 +49,7 @@ class SuiteConfig:
     facts_subsets: int = 0
     methods: tuple[str, ...] = ()
     peers: tuple[str, ...] = ("eval.peers.kronfluence_peer",)
-    benchmarks: tuple[str, ...] = ("roleplay", "facts")
+    benchmarks: tuple[str, ...] = ("roleplay", "facts", "provenance")
     seed: int = 0
 
 
@@ -103,10 +103,8 @@ def evaluate_benchmark(benchmark: Benchmark, methods: dict[str, AttributorFactor
             if truth is not None:
                 lds = evaluate_lds(scores, truth)
                 row.update(lds=lds.mean, lds_stderr=lds.stderr)
-            if benchmark.corpus is not None:
-                row.update(retrieval_report(scores, benchmark.corpus))
-                row.update(tail_patch_report(benchmark.model, benchmark.tokenizer, scores, benchmark.query_records,
-                                             benchmark.train_records))
+            for evaluator in benchmark.evaluators:
+                row.update(evaluator(scores))
         except Exception as error:  # a broken method must not sink the whole table
             traceback.print_exc()
             row = {"error": f"{type(error).__name__}: {error}"}
@@ -115,12 +113,14 @@ def evaluate_benchmark(benchmark: Benchmark, methods: dict[str, AttributorFactor
 
 
 BENCHMARK_BUILDERS: dict[str, Callable[[SuiteConfig], Benchmark]] = {
-    "roleplay": lambda c: roleplay_benchmark(c.roleplay_data, n_train=c.n_train, n_query=c.n_query, seed=c.seed),
+    "roleplay": lambda c: roleplay_benchmark(c.data_dir / ROLEPLAY_FILE, n_train=c.n_train, n_query=c.n_query, seed=c.seed),
     "facts": lambda c: facts_benchmark(c.cache_dir / "demo"),
+    "provenance": lambda c: provenance_benchmark(c.data_dir / SHAKESPEARE_FILE, c.data_dir / ROLEPLAY_FILE, seed=c.seed),
 }
 LDS_SUBSETS: dict[str, Callable[[SuiteConfig], int]] = {
     "roleplay": lambda c: c.n_subsets,
     "facts": lambda c: c.facts_subsets,
+    "provenance": lambda c: 0,
 }
 
 
@@ -138,6 +138,8 @@ COLUMNS = {
               ("R@10 para", "paraphrase/recall@10", None), ("MRR para", "paraphrase/mrr", None),
               ("tail@1", "tail_patch@1", None), ("tail@5", "tail_patch@5", None), ("LDS", "lds", "lds_stderr"),
               ("s", "seconds", None)],
+    "provenance": [("precision", "precision", None), ("recall", "recall", None), ("FPR", "false_positive_rate", None),
+                   ("s", "seconds", None)],
 }
 
 
