@@ -63,6 +63,8 @@ class CausalLMAdapter(Adapter):
         chat_template: wrap prompts in the tokenizer's chat template (a user turn + generation prompt).
         append_eos: append EOS to completions (as in SFT training).
         padding_side: "right" or "left"; scores do not depend on it.
+        pad_to_multiple_of: pad batches to a multiple of this length (GPU-friendly shapes); scores do not
+            depend on it.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class CausalLMAdapter(Adapter):
         chat_template: bool = False,
         append_eos: bool = False,
         padding_side: str = "right",
+        pad_to_multiple_of: int | None = None,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -85,6 +88,7 @@ class CausalLMAdapter(Adapter):
         self.chat_template = chat_template
         self.append_eos = append_eos
         self.padding_side = padding_side
+        self.pad_to_multiple_of = pad_to_multiple_of
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise UserInputError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token")
@@ -120,7 +124,11 @@ class CausalLMAdapter(Adapter):
             for index, record in enumerate(records, start=first_index)
         ]
 
-    def collate(self, examples: Sequence[Encoded], pad_to: int | None = None) -> Batch:
+    def collate(self, examples: Sequence[Encoded]) -> Batch:
+        pad_to = None
+        if self.pad_to_multiple_of:
+            longest = max(len(e.input_ids) for e in examples)
+            pad_to = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
         batch = collate(examples, pad_token_id=self.pad_token_id, padding_side=self.padding_side, pad_to=pad_to)
         return batch.to(self.device)
 

@@ -41,11 +41,12 @@ class ClassifierAdapter(Adapter):
         self.measurement = MEASUREMENTS[measurement]
 
     def encode(self, records: Sequence[Any], first_index: int = 0) -> list[tuple[torch.Tensor, int]]:
+        dtype = next(self.model.parameters()).dtype
         encoded = []
         for index, record in enumerate(records, start=first_index):
             if not (isinstance(record, (tuple, list)) and len(record) == 2):
                 raise UserInputError(f"record {index}: expected an (x, y) pair, got {type(record).__name__}")
-            encoded.append((torch.as_tensor(record[0], dtype=torch.float32), int(record[1])))
+            encoded.append((torch.as_tensor(record[0], dtype=dtype), int(record[1])))
         return encoded
 
     def collate(self, examples: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
