@@ -8,39 +8,46 @@ Methods (``VALUATION_METHODS`` by name): leave-one-out, TMC Data Shapley, Beta S
 is a base model (cloned per fit); `TorchEstimator` wraps a torch module. ``n_jobs`` runs samples in parallel
 with joblib, and ``with joblib.parallel_backend("ray"):`` (or ``"dask"``) around ``fit`` sends them to a
 cluster; ``random_state`` makes every result reproducible, whatever ``n_jobs``.
+
+Names are imported on first use, so that joblib workers (which import the modules they run) do not pay
+for torch and transformers when they only fit scikit-learn models.
 """
 
-from llm_attrib.valuation.banzhaf import DataBanzhaf
-from llm_attrib.valuation.base import Valuation
-from llm_attrib.valuation.beta_shapley import BetaShapley
-from llm_attrib.valuation.data_oob import DataOOB, out_of_bag_values
-from llm_attrib.valuation.data_shapley import TMCShapley
-from llm_attrib.valuation.dvrl import DVRL
-from llm_attrib.valuation.estimators import ESTIMATORS, make_estimator
-from llm_attrib.valuation.exact import exact_banzhaf, exact_semivalue, exact_shapley
-from llm_attrib.valuation.knn_shapley import KNNShapley, knn_utility
-from llm_attrib.valuation.loo import LeaveOneOut
-from llm_attrib.valuation.msr import SampledUtilities, estimate_semivalue
-from llm_attrib.valuation.registry import VALUATION_METHODS, make_method
-from llm_attrib.valuation.result import ValuationResult
-from llm_attrib.valuation.semivalue_weights import banzhaf_log_weight, beta_log_weight, shapley_log_weight
-from llm_attrib.valuation.stopping import (
-    MaxIterations,
-    MaxUtilityEvaluations,
-    MinIterations,
-    RelativeChange,
-    StandardErrorBelow,
-    StoppingCriterion,
-)
-from llm_attrib.valuation.text import embed_texts, value_dataset
-from llm_attrib.valuation.torch_estimator import TorchEstimator
-from llm_attrib.valuation.utility import Utility
+from __future__ import annotations
 
-__all__ = [
-    "DVRL", "DataBanzhaf", "DataOOB", "BetaShapley", "ESTIMATORS", "KNNShapley", "LeaveOneOut", "MaxIterations",
-    "MaxUtilityEvaluations", "MinIterations", "RelativeChange", "SampledUtilities", "StandardErrorBelow",
-    "StoppingCriterion", "TMCShapley", "TorchEstimator", "Utility", "VALUATION_METHODS", "Valuation",
-    "ValuationResult", "banzhaf_log_weight", "beta_log_weight", "embed_texts", "estimate_semivalue",
-    "exact_banzhaf", "exact_semivalue", "exact_shapley", "knn_utility", "make_estimator", "make_method",
-    "out_of_bag_values", "shapley_log_weight", "value_dataset",
-]
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {  # public name -> module under llm_attrib.valuation
+    "DataBanzhaf": "banzhaf",
+    "Valuation": "base",
+    "BetaShapley": "beta_shapley",
+    "DataOOB": "data_oob", "out_of_bag_values": "data_oob",
+    "TMCShapley": "data_shapley",
+    "DVRL": "dvrl",
+    "ESTIMATORS": "estimators", "make_estimator": "estimators",
+    "exact_banzhaf": "exact", "exact_semivalue": "exact", "exact_shapley": "exact",
+    "KNNShapley": "knn_shapley", "knn_utility": "knn_shapley",
+    "LeaveOneOut": "loo",
+    "SampledUtilities": "msr", "estimate_semivalue": "msr",
+    "VALUATION_METHODS": "registry", "make_method": "registry",
+    "ValuationResult": "result",
+    "banzhaf_log_weight": "semivalue_weights", "beta_log_weight": "semivalue_weights",
+    "shapley_log_weight": "semivalue_weights",
+    "MaxIterations": "stopping", "MaxUtilityEvaluations": "stopping", "MinIterations": "stopping",
+    "RelativeChange": "stopping", "StandardErrorBelow": "stopping", "StoppingCriterion": "stopping",
+    "embed_texts": "text", "value_dataset": "text",
+    "TorchEstimator": "torch_estimator",
+    "Utility": "utility",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

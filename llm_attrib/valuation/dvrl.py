@@ -13,8 +13,7 @@ REINFORCE learn in a few hundred steps) and negative squared error for regressor
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,8 +22,9 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from llm_attrib.valuation.base import UtilityValuation
-from llm_attrib.valuation.parallel import root_entropy
+from llm_attrib.valuation.parallel import root_entropy, single_threaded_call
 from llm_attrib.valuation.result import ValuationResult
+from llm_attrib.valuation.torch_estimator import torch_threads
 from llm_attrib.valuation.utility import Scorer, Utility, log_likelihood
 
 
@@ -53,18 +53,6 @@ def value_network(n_inputs: int, hidden: int, layers: int) -> torch.nn.Module:
         blocks += [torch.nn.Linear(width, hidden), torch.nn.ReLU()]
         width = hidden
     return torch.nn.Sequential(*blocks, torch.nn.Linear(width, 1), torch.nn.Sigmoid(), torch.nn.Flatten(0))
-
-
-@contextmanager
-def single_torch_thread() -> Iterator[None]:
-    """Run torch on one thread inside the block: the value network is tiny, and thread start-up would cost
-    tens of times its compute."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class DVRL(UtilityValuation):
@@ -101,8 +89,8 @@ class DVRL(UtilityValuation):
         probabilistic = is_classifier(self.estimator) and hasattr(self.estimator, "predict_proba")
         utility = self.make_utility(X_train, y_train, X_val, y_val, cache=False,
                                     default_scorer=log_likelihood if probabilistic else None)
-        with single_torch_thread():
-            return self._train(utility, X_train, y_train, X_val, y_val)
+        with torch_threads(1):  # the value network is tiny: more threads cost more than they compute
+            return single_threaded_call(self._train, utility, X_train, y_train, X_val, y_val)
 
     def _train(self, utility: Utility, X_train, y_train, X_val, y_val) -> ValuationResult:
         n = len(y_train)

@@ -15,7 +15,6 @@ from typing import Any, Callable
 import numpy as np
 
 from llm_attrib.errors import UserInputError
-from llm_attrib.store import atomic_path, write_json
 
 
 @dataclass(frozen=True)
@@ -74,6 +73,8 @@ class ValuationResult:
 
     def to_csv(self, path: str | os.PathLike) -> None:
         """Write one row per training point (atomically)."""
+        from llm_attrib.store import atomic_path  # imports torch: only when writing
+
         records = self.to_records()
         with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(records[0]) if records else ["index", "value"])
@@ -82,6 +83,8 @@ class ValuationResult:
 
     def to_json(self, path: str | os.PathLike) -> None:
         """Write method, evaluation count and one record per training point (atomically)."""
+        from llm_attrib.store import write_json  # imports torch: only when writing
+
         write_json(path, {"method": self.method, "n_utility_evaluations": self.n_utility_evaluations,
                           "extra": self.extra, "points": self.to_records()})
 
