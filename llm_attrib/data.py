@@ -75,11 +75,33 @@ class Batch:
         return self.input_ids.shape[0]
 
 
+def record_text(record: Mapping[str, Any], columns: Columns = Columns(), separator: str = " ") -> str:
+    """A record's text: prompt and completion joined by ``separator``, or the document's text."""
+    if columns.prompt in record and columns.completion in record:
+        return f"{record[columns.prompt]}{separator}{record[columns.completion]}"
+    if columns.text in record:
+        return str(record[columns.text])
+    raise UserInputError(
+        f"record has neither '{columns.text}' nor '{columns.prompt}'/'{columns.completion}': {sorted(record)}"
+    )
+
+
+def record_ids(records: Sequence[Any], id_key: str | None = "id") -> list[Any]:
+    """Each record's ``id_key`` field where records are mappings that have it, else its index."""
+    ids = []
+    for index in range(len(records)):
+        record = records[index]
+        ids.append(record[id_key] if id_key and isinstance(record, Mapping) and id_key in record else index)
+    return ids
+
+
 def _token_ids(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
 
-def _prompt_ids(tokenizer: Any, prompt: str, chat_template: bool) -> list[int]:
+def prompt_token_ids(tokenizer: Any, prompt: str, chat_template: bool = False) -> list[int]:
+    """The prompt's token ids: with the tokenizer's special tokens, or its chat template (user turn +
+    generation prompt)."""
     if not chat_template:
         return _token_ids(tokenizer, prompt, add_special_tokens=True)
     if getattr(tokenizer, "chat_template", None) is None:
@@ -109,7 +131,7 @@ def encode_pair(
         raise UserInputError(f"{where}: the completion is empty; give a non-empty completion (or omit it to generate one)")
     if not isinstance(prompt, str):
         raise UserInputError(f"{where}: the prompt must be a string, got {type(prompt).__name__}")
-    prompt_ids = _prompt_ids(tokenizer, prompt, chat_template)
+    prompt_ids = prompt_token_ids(tokenizer, prompt, chat_template)
     completion_ids = _token_ids(tokenizer, completion, add_special_tokens=False)
     if append_eos and tokenizer.eos_token_id is not None:
         completion_ids.append(tokenizer.eos_token_id)

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from transformers.pytorch_utils import Conv1D
 
-from llm_attrib.attributors.text import record_ids
+from llm_attrib.data import record_ids
 from llm_attrib.data import IGNORE_INDEX, Encoded, collate
 from llm_attrib.demo.training import encode_records, model_context
 from llm_attrib.scores import Scores

@@ -24,22 +24,13 @@ from llm_attrib.adapters.base import Adapter
 from llm_attrib.capture import LayerCapture, per_example_gradients
 from llm_attrib.contraction import inner_products, per_token_inner_products, squared_norms
 from llm_attrib.curvature import Curvature, Grads, make_curvature
-from llm_attrib.data import batched
+from llm_attrib.data import batched, record_ids
 from llm_attrib.errors import UserInputError
 from llm_attrib.scores import Scores
 from llm_attrib.store import data_fingerprint, load_tensors, save_tensors
 
 DEFAULT_DAMPING: float | str = 1e-8
 NORMALIZATIONS = (None, "cosine")
-
-
-def record_ids(records: Sequence[Any], id_key: str | None = "id") -> list[Any]:
-    """Each record's ``id_key`` field where records are mappings that have it, else its index."""
-    ids = []
-    for index in range(len(records)):
-        record = records[index]
-        ids.append(record[id_key] if id_key and isinstance(record, Mapping) and id_key in record else index)
-    return ids
 
 
 def sample_indices(n: int, max_examples: int | None, seed: int) -> list[int]:

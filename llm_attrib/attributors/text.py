@@ -18,26 +18,12 @@ import scipy.sparse as sp
 import torch
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-from llm_attrib.data import Columns
+from llm_attrib.data import Columns, record_ids, record_text
 from llm_attrib.errors import UserInputError
 from llm_attrib.scores import Scores
 from llm_attrib.store import data_fingerprint
 
 Record = Mapping[str, Any]
-
-
-def record_text(record: Record, columns: Columns = Columns()) -> str:
-    """The text a lexical method compares: prompt and completion joined by a space, or the document's text."""
-    if columns.prompt in record and columns.completion in record:
-        return f"{record[columns.prompt]} {record[columns.completion]}"
-    if columns.text in record:
-        return str(record[columns.text])
-    raise UserInputError(f"record has neither '{columns.text}' nor '{columns.prompt}'/'{columns.completion}': {sorted(record)}")
-
-
-def record_ids(records: Sequence[Record], id_column: str = "id") -> list[Any]:
-    """Each record's ``id`` field, or its position when it has none."""
-    return [record.get(id_column, index) for index, record in enumerate(records)]
 
 
 class TextAttributor:

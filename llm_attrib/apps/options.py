@@ -1,0 +1,82 @@
+"""Command-line options shared by the subcommands that load a model, training data and an attributor."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from llm_attrib.adapters.causal_lm import CausalLMAdapter
+from llm_attrib.attributors.influence import DEFAULT_DAMPING, InfluenceAttributor
+from llm_attrib.curvature import CURVATURES
+from llm_attrib.data import Columns, load_records
+from llm_attrib.errors import UserInputError
+
+
+def add_model_and_data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and data")
+    group.add_argument("--model", required=True, help="local model folder (transformers or peft adapter)")
+    group.add_argument("--train", required=True,
+                       help="training data: a json/jsonl/csv/parquet/txt file or folder, or a saved Dataset")
+    group.add_argument("--text-column", default="text", help="document column (default: text)")
+    group.add_argument("--prompt-column", default="prompt", help="prompt column of prompt/completion data")
+    group.add_argument("--completion-column", default="completion", help="completion column")
+    group.add_argument("--id-column", default=None, help="column with record ids (default: row number)")
+    group.add_argument("--modules", default="mlp", help="tracked layers: mlp, attention, all, or a regex")
+    group.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
+    group.add_argument("--max-length", type=int, default=None, help="context length (default: the model's)")
+
+
+def add_attributor_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("influence")
+    group.add_argument("--curvature", default="ekfac", choices=sorted(CURVATURES))
+    group.add_argument("--damping", default=str(DEFAULT_DAMPING),
+                       help="absolute damping, or 'heuristic' (0.1 x mean eigenvalue per layer)")
+    group.add_argument("--max-examples", type=int, default=None,
+                       help="fit the curvature on a seeded random sample of this many training records")
+    group.add_argument("--batch-size", type=int, default=8)
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--factors", default=None, help="folder for fitted factors (reused when they match)")
+
+
+def columns_from(args: argparse.Namespace) -> Columns:
+    return Columns(prompt=args.prompt_column, completion=args.completion_column, text=args.text_column,
+                   id=args.id_column)
+
+
+def load_train(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The training records as dicts, with an ``id`` taken from ``--id-column`` or the row number."""
+    columns = columns_from(args)
+    dataset = load_records(args.train)
+    present = set(dataset.column_names)
+    has_pair = {columns.prompt, columns.completion} <= present
+    if columns.id and columns.id not in present:
+        raise UserInputError(f"{args.train}: missing id column '{columns.id}'; columns present: {sorted(present)}")
+    if not has_pair and columns.text not in present:
+        raise UserInputError(
+            f"{args.train}: no column '{columns.text}' and no pair '{columns.prompt}'/'{columns.completion}' "
+            f"(columns present: {sorted(present)}); pass --text-column or --prompt-column/--completion-column"
+        )
+    records = []
+    for index, row in enumerate(dataset):
+        record = dict(row)
+        record["id"] = row[columns.id] if columns.id else index
+        records.append(record)
+    return records
+
+
+def make_adapter(args: argparse.Namespace) -> CausalLMAdapter:
+    return CausalLMAdapter.from_pretrained(
+        args.model, modules=args.modules, columns=columns_from(args), max_length=args.max_length,
+        chat_template=args.chat_template,
+    )
+
+
+def parse_damping(text: str) -> float | str:
+    return text if text == "heuristic" else float(text)
+
+
+def make_attributor(args: argparse.Namespace, adapter: CausalLMAdapter, progress: bool = True) -> InfluenceAttributor:
+    return InfluenceAttributor(
+        adapter, args.curvature, damping=parse_damping(args.damping), max_examples=args.max_examples,
+        batch_size=args.batch_size, seed=args.seed, cache_dir=args.factors, progress=progress,
+    )

@@ -1,0 +1,141 @@
+"""Trace generation sources: the training records behind a model's output, down to their tokens.
+
+``trace(attributor, train, prompt, completion)`` scores every training record against the measurement
+``log Pr(completion | prompt)`` (generating the completion first if none is given) and reports the top
+records with their scores and, for each, the tokens that carry most of the score. Positive score = the
+record raises the probability of the completion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from llm_attrib.apps import options
+from llm_attrib.attributors.influence import InfluenceAttributor
+from llm_attrib.data import prompt_token_ids, record_text
+from llm_attrib.errors import UserInputError
+
+
+@dataclass
+class TracedRecord:
+    """One training record behind the output: its id, score, text and its most influential tokens."""
+
+    train_id: Any
+    score: float
+    text: str
+    top_tokens: list[tuple[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class TraceReport:
+    prompt: str
+    completion: str
+    method: str
+    units: str
+    top: list[TracedRecord]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "sign": "positive = the record raises log Pr(completion | prompt)"}
+
+
+def generate_completion(adapter: Any, prompt: str, max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)) -> str:
+    """Greedy continuation of ``prompt`` (the model's own output), special tokens dropped, cut before the
+    first ``stop`` string."""
+    tokenizer, model = adapter.tokenizer, adapter.model
+    prompt_ids = prompt_token_ids(tokenizer, prompt, adapter.chat_template)
+    n_prompt = len(prompt_ids)
+    if n_prompt >= adapter.max_length:
+        raise UserInputError(f"the prompt has {n_prompt} tokens but the model's context is {adapter.max_length}; "
+                             "shorten the prompt")
+    input_ids = torch.tensor([prompt_ids], device=adapter.device)
+    budget = min(max_new_tokens, adapter.max_length - n_prompt)
+    with torch.no_grad():
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                max_new_tokens=budget, do_sample=False, pad_token_id=adapter.pad_token_id)
+    completion = tokenizer.decode(output[0, n_prompt:], skip_special_tokens=True)
+    for marker in stop:
+        completion = completion.split(marker)[0]
+    if not completion.strip():
+        raise UserInputError("the model generated an empty completion for this prompt; pass --completion")
+    return completion
+
+
+def trace(
+    attributor: InfluenceAttributor,
+    train: Sequence[Any],
+    prompt: str,
+    completion: str | None = None,
+    *,
+    top_k: int = 5,
+    tokens_per_record: int = 5,
+    max_new_tokens: int = 32,
+    stop: Sequence[str] = ("\n",),
+) -> TraceReport:
+    """Top-``top_k`` training records behind ``completion`` given ``prompt`` (fits the curvature if needed)."""
+    adapter = attributor.adapter
+    if completion is None:
+        completion = generate_completion(adapter, prompt, max_new_tokens, stop)
+    if not attributor.curvature.is_fitted:
+        attributor.fit(train)
+    query = {adapter.columns.prompt: prompt, adapter.columns.completion: completion}
+    scores = attributor.score([query], train, per_token=True)
+    top = []
+    order = torch.argsort(scores.values[0], descending=True)[:top_k].tolist()
+    for index in order:
+        example = adapter.encode([train[index]], first_index=index)[0]
+        token_scores = scores.per_token[0][index]
+        best = torch.argsort(token_scores, descending=True)[:tokens_per_record].tolist()
+        top.append(TracedRecord(
+            train_id=scores.train_ids[index],
+            score=float(scores.values[0, index]),
+            text=record_text(train[index], adapter.columns, separator="") if isinstance(train[index], dict) else str(train[index]),
+            top_tokens=[(adapter.tokenizer.decode([example.input_ids[t]]), float(token_scores[t])) for t in best],
+        ))
+    return TraceReport(prompt=prompt, completion=completion, method=scores.method, units=scores.units, top=top)
+
+
+def format_report(report: TraceReport, marks: dict[Any, str] | None = None) -> str:
+    """A plain-text table of the report; ``marks`` adds a tag after chosen ids (e.g. ground truth)."""
+    lines = [
+        f"prompt:     {report.prompt!r}",
+        f"completion: {report.completion!r}",
+        f"method:     {report.method} ({report.units}; positive = raises log Pr(completion | prompt))",
+        "",
+        f"{'rank':>4}  {'score':>11}  {'id':<12} text",
+    ]
+    for rank, record in enumerate(report.top, start=1):
+        tag = (marks or {}).get(record.train_id, "")
+        text = record.text if len(record.text) <= 80 else record.text[:77] + "..."
+        lines.append(f"{rank:>4}  {record.score:>11.4g}  {str(record.train_id):<12} {text}{tag}")
+        tokens = ", ".join(f"{tok!r} {val:+.3g}" for tok, val in record.top_tokens)
+        lines.append(f"{'':>31}top tokens: {tokens}")
+    return "\n".join(lines)
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("trace", help="the training records behind a model's output",
+                                   description=__doc__.splitlines()[0])
+    options.add_model_and_data_options(parser)
+    options.add_attributor_options(parser)
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--completion", default=None, help="default: the model's own greedy continuation")
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    adapter = options.make_adapter(args)
+    train = options.load_train(args)
+    attributor = options.make_attributor(args, adapter, progress=sys.stderr.isatty())
+    report = trace(attributor, train, args.prompt, args.completion, top_k=args.top_k,
+                   max_new_tokens=args.max_new_tokens)
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_report(report))
+    return 0
