@@ -1,0 +1,68 @@
+"""The `llm-attrib` command line on a local model folder and data file: output and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llm_attrib.cli import main
+
+
+@pytest.fixture()
+def model_dir(tmp_path, gpt2, tokenizer):
+    path = tmp_path / "model"
+    gpt2.float().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def train_file(tmp_path, train_records):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"doc": f"d{i}", **r}) + "\n" for i, r in enumerate(train_records)))
+    return path
+
+
+def test_trace_prints_top_records_as_json(model_dir, train_file, capsys):
+    status = main(["trace", "--model", str(model_dir), "--train", str(train_file), "--id-column", "doc",
+                   "--prompt", "the cat sat on", "--completion", " the mat", "--top-k", "3", "--json",
+                   "--damping", "heuristic"])
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["completion"] == " the mat"
+    assert len(report["top"]) == 3
+    scores = [record["score"] for record in report["top"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(record["train_id"].startswith("d") for record in report["top"])
+    assert "raises" in report["sign"]
+
+
+def test_trace_generates_a_completion_when_none_is_given(model_dir, train_file, capsys):
+    assert main(["trace", "--model", str(model_dir), "--train", str(train_file), "--prompt", "the cat",
+                 "--top-k", "2", "--json", "--max-new-tokens", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)["completion"].strip()
+
+
+def test_fit_factors_then_trace_reuses_them(model_dir, train_file, tmp_path, capsys):
+    factors = tmp_path / "factors"
+    common = ["--model", str(model_dir), "--train", str(train_file), "--factors", str(factors)]
+    assert main(["fit-factors", *common]) == 0
+    assert list(factors.glob("ekfac-factors.safetensors"))
+    assert main(["trace", *common, "--prompt", "the cat", "--completion", " sat", "--json"]) == 0
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--text-column", "body"], "no column 'body'"),
+        (["--completion", ""], "completion is empty"),
+        (["--prompt", "the cat " * 60, "--completion", " sat"], "context"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_2(model_dir, train_file, capsys, extra, message):
+    args = ["trace", "--model", str(model_dir), "--train", str(train_file), "--prompt", "the cat",
+            "--completion", " sat", *extra]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("llm-attrib trace: error:") and message in error
