@@ -1,0 +1,196 @@
+"""Noisy-label detection benchmark: flip 10% / 20% of training labels, value every point, and see how well
+low values find the flipped ones. Compares llm_attrib.valuation with pyDVL 0.10 (run in its own venv through
+``pydvl_runner.py``) at the same budget, and a random baseline.
+
+Metrics: AUROC of ranking flipped points low; OpenDataVal's 2-means F1 (KMeans with 2 clusters on the
+values, the low cluster flagged); wall time; Spearman correlation of our values with pyDVL's for the same
+method. Writes ``results.md`` (the table pasted into README.md) and ``results.json``.
+
+    python eval/valuation/noisy_labels.py            # full run
+    python eval/valuation/noisy_labels.py --quick    # one data set, one seed, small budgets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.cluster import KMeans
+from sklearn.datasets import load_breast_cancer, load_digits, load_wine
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.preprocessing import StandardScaler
+
+from llm_attrib.valuation import (
+    DVRL,
+    BetaShapley,
+    DataBanzhaf,
+    DataOOB,
+    KNNShapley,
+    LeaveOneOut,
+    MaxUtilityEvaluations,
+    TMCShapley,
+)
+
+HERE = Path(__file__).resolve().parent
+PYDVL_PYTHON = Path(os.environ.get("PYDVL_PYTHON", "/work/venv-pydvl/bin/python"))
+
+
+def digits_binary() -> tuple[np.ndarray, np.ndarray]:
+    X, y = load_digits(return_X_y=True)
+    return X, (y >= 5).astype(int)  # 0-4 vs 5-9
+
+
+DATASETS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
+    "breast_cancer": lambda: load_breast_cancer(return_X_y=True),
+    "digits (0-4 vs 5-9)": digits_binary,
+    "wine (3 classes)": lambda: load_wine(return_X_y=True),
+}
+
+
+def make_case(dataset: str, n_train: int, noise: float, seed: int):
+    """Standardised train/validation split with ``noise · n_train`` training labels changed to another class."""
+    X, y = DATASETS[dataset]()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    n_train = min(n_train, int(0.7 * len(y)))
+    n_val = min(len(y) - n_train, n_train // 2)
+    train, val = order[:n_train], order[n_train:n_train + n_val]
+    scaler = StandardScaler().fit(X[train])
+    y_train = y[train].copy()
+    flipped = np.zeros(n_train, dtype=bool)
+    flipped[rng.choice(n_train, int(round(noise * n_train)), replace=False)] = True
+    classes = np.unique(y)
+    for i in np.flatnonzero(flipped):
+        y_train[i] = rng.choice(classes[classes != y_train[i]])
+    return scaler.transform(X[train]), y_train, scaler.transform(X[val]), y[val], flipped
+
+
+def two_means_f1(values: np.ndarray, flipped: np.ndarray) -> float:
+    """OpenDataVal's detection F1: KMeans(2) on the values, the cluster with the lower mean is flagged."""
+    values = np.nan_to_num(values, nan=np.nanmin(values)).reshape(-1, 1)
+    labels = KMeans(n_clusters=2, n_init=10, random_state=0).fit_predict(values)
+    low = int(np.argmin([values[labels == k].mean() for k in (0, 1)]))
+    return float(f1_score(flipped, labels == low))
+
+
+def our_methods(budget: int, seed: int) -> dict[str, Any]:
+    model = LogisticRegression(max_iter=1000)
+    return {
+        "loo": LeaveOneOut(model),
+        "tmc-shapley": TMCShapley(model, stopping=MaxUtilityEvaluations(budget), truncation_tolerance=0.01,
+                                  random_state=seed),
+        "beta-shapley": BetaShapley(model, alpha=16, beta=1, stopping=budget, random_state=seed),
+        "banzhaf": DataBanzhaf(model, stopping=budget, random_state=seed),
+        "knn-shapley": KNNShapley(n_neighbors=10),
+        "dvrl": DVRL(model, n_iterations=min(budget, 300), random_state=seed),
+        "data-oob": DataOOB(model, n_estimators=100, random_state=seed),
+    }
+
+
+def pydvl_budgets(results: dict[str, Any], budget: int, seed: int) -> dict[str, dict[str, Any]]:
+    """The same budgets for pyDVL: TMC gets as many permutations as ours used; MSR Banzhaf as many subsets;
+    Beta Shapley (pyDVL samples permutations, 2 utility calls per marginal) half as many samples."""
+    return {
+        "loo": {},
+        "tmc-shapley": {"permutations": int(results["tmc-shapley"].counts[0]), "truncation": 0.01, "seed": seed},
+        "beta-shapley": {"alpha": 16, "beta": 1, "samples": budget // 2, "seed": seed},
+        "banzhaf": {"samples": budget, "seed": seed},
+        "knn-shapley": {"n_neighbors": 10},
+        "data-oob": {"n_estimators": 100, "seed": seed},
+    }
+
+
+def run_pydvl(arrays: dict[str, np.ndarray], budgets: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    if not PYDVL_PYTHON.exists():
+        return {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        case = Path(tmp)
+        for name, array in arrays.items():
+            np.save(case / f"{name}.npy", array)
+        (case / "budgets.json").write_text(json.dumps(budgets))
+        done = subprocess.run([str(PYDVL_PYTHON), str(HERE / "pydvl_runner.py"), str(case)], capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            print("pyDVL failed:", done.stderr.strip().splitlines()[-1])
+            return {}, {}
+        times = json.loads((case / "pydvl_times.json").read_text())
+        return {method: np.load(case / f"pydvl_{method}.npy") for method in times}, times
+
+
+def run_case(dataset: str, n_train: int, noise: float, seed: int, budget: int, use_pydvl: bool) -> list[dict]:
+    X_train, y_train, X_val, y_val, flipped = make_case(dataset, n_train, noise, seed)
+    rows, results = [], {}
+    for name, method in our_methods(budget, seed).items():
+        start = time.perf_counter()
+        results[name] = method.fit(X_train, y_train, X_val, y_val).result_
+        rows.append(dict(method=name, implementation="llm_attrib", values=results[name].values,
+                         seconds=time.perf_counter() - start))
+    rows.append(dict(method="random", implementation="baseline", seconds=0.0,
+                     values=np.random.default_rng(seed).random(len(y_train))))
+    if use_pydvl:
+        arrays = dict(X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val)
+        peer_values, peer_times = run_pydvl(arrays, pydvl_budgets(results, budget, seed))
+        for name, values in peer_values.items():
+            rows.append(dict(method=name, implementation="pyDVL 0.10", values=values, seconds=peer_times[name],
+                             spearman=float(spearmanr(results[name].values, values, nan_policy="omit")[0])))
+    for row in rows:
+        values = np.nan_to_num(row.pop("values"), nan=-np.inf)
+        row.update(dataset=dataset, noise=noise, seed=seed, n_train=len(y_train),
+                   auroc=float(roc_auc_score(flipped, -values)), f1=two_means_f1(values, flipped))
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per data set, noise, method and implementation; means over seeds."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[(row["dataset"], row["noise"], row["method"], row["implementation"])].append(row)
+    lines = ["| data set (n train) | noise | method | implementation | AUROC | 2-means F1 | time (s) | Spearman vs pyDVL |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (dataset, noise, method, implementation), group in groups.items():
+        spearman = [r["spearman"] for r in group if "spearman" in r]
+        lines.append(
+            f"| {dataset} ({group[0]['n_train']}) | {noise:.0%} | {method} | {implementation} "
+            f"| {np.mean([r['auroc'] for r in group]):.3f} | {np.mean([r['f1'] for r in group]):.3f} "
+            f"| {np.mean([r['seconds'] for r in group]):.2f} | {f'{np.mean(spearman):.3f}' if spearman else ''} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one data set, one seed, small budget")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget", type=int, default=1000, help="utility evaluations for TMC / Beta / Banzhaf")
+    parser.add_argument("--n-train", type=int, default=300)
+    parser.add_argument("--no-pydvl", action="store_true")
+    parser.add_argument("--out", type=Path, default=HERE)
+    args = parser.parse_args()
+    datasets = ["breast_cancer"] if args.quick else list(DATASETS)
+    seeds = range(1 if args.quick else args.seeds)
+    budget, n_train = (300, 200) if args.quick else (args.budget, args.n_train)
+    rows = [row for dataset in datasets for noise in (0.1, 0.2) for seed in seeds
+            for row in run_case(dataset, n_train, noise, seed, budget, not args.no_pydvl)]
+    command = "python eval/valuation/noisy_labels.py" + (" --quick" if args.quick else
+                                                        f" --seeds {args.seeds} --budget {budget} --n-train {n_train}")
+    header = (f"Noisy-label detection, base model logistic regression, {len(list(seeds))} seed(s), budget {budget} "
+              f"utility evaluations for TMC / Beta / Banzhaf, 100 bags for Data-OOB, K=10 for KNN-Shapley.\n"
+              f"Regenerate: `{command}`\n\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text(header + table(rows) + "\n")
+    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+    print(header + table(rows))
+
+
+if __name__ == "__main__":
+    main()
