@@ -155,4 +155,18 @@ class KronfluencePeer:
                       metadata={"strategy": self.strategy, "damping": self.damping, "modules": self.tracked})
 
 
+    def self_influence(self, train_records: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+        """``[n_train]`` kronfluence self-influence ``∇L(z)ᵀ (G + λI)⁻¹ ∇L(z)`` (no sign change: it is quadratic)."""
+        from kronfluence.arguments import ScoreArguments
+
+        if self._analyzer is None:
+            self.fit(train_records)
+        self._analyzer.compute_self_scores(
+            scores_name="self", factors_name="factors", train_dataset=self._dataset(train_records),
+            per_device_train_batch_size=self.batch_size, score_args=ScoreArguments(damping_factor=self.damping),
+            overwrite_output_dir=True,
+        )
+        return self._analyzer.load_self_scores("self")["all_modules"].double()
+
+
 PEERS = {"kronfluence-ekfac": lambda model, tokenizer: KronfluencePeer(model, tokenizer)}

@@ -3,6 +3,12 @@
 `ATTRIBUTORS` maps a method name to a factory ``factory(model, tokenizer) -> attributor``; methods that need no
 model (the text baselines) ignore both. The evaluation suite runs every entry.
 Scores follow the library's sign: positive = the training example raises the query's log-probability.
+
+Damping variants (``influence-kfac@1e-8``, ``influence-ekfac@heuristic``…) exist so that the evaluation suite
+chooses the damping by measurement (DESIGN.md): `DAMPINGS` are compared, while ``influence-kfac`` /
+``influence-ekfac`` use the attributor's default (`llm_attrib.attributors.influence.DEFAULT_DAMPING`).
+Factories made by `influence` carry ``fit_key`` (same key = same fitted curvature; damping is applied at use)
+and ``damping`` (None = the default), so the suite fits once per curvature and scores every damping.
 """
 
 from __future__ import annotations
@@ -13,16 +19,25 @@ from llm_attrib.attributors.text import BM25Attributor, RandomAttributor, TfidfA
 
 AttributorFactory = Callable[[Any, Any], Any]
 
+DAMPINGS: dict[str, float | str] = {"1e-8": 1e-8, "1e-4": 1e-4, "heuristic": "heuristic"}
+"""Dampings the evaluation suite compares: kronfluence's tiny absolute default, a mid value, and Grosse et al.'s
+per-layer 0.1 × mean eigenvalue."""
 
-def influence(curvature: str, normalize: str | None = None) -> AttributorFactory:
-    """Factory of an `InfluenceAttributor` on the MLP layers of a causal LM (identity curvature = grad-dot)."""
+
+def influence(curvature: str, normalize: str | None = None, damping: float | str | None = None) -> AttributorFactory:
+    """Factory of an `InfluenceAttributor` on the MLP layers of a causal LM (identity curvature = grad-dot);
+    ``damping=None`` keeps the attributor's default."""
 
     def factory(model: Any, tokenizer: Any) -> Any:
         from llm_attrib.adapters.causal_lm import CausalLMAdapter
         from llm_attrib.attributors.influence import InfluenceAttributor
 
-        return InfluenceAttributor(CausalLMAdapter(model, tokenizer, modules="mlp"), curvature, normalize=normalize)
+        kwargs = {} if damping is None else {"damping": damping}
+        return InfluenceAttributor(CausalLMAdapter(model, tokenizer, modules="mlp"), curvature, normalize=normalize,
+                                   **kwargs)
 
+    factory.fit_key = ("influence", curvature, normalize)  # type: ignore[attr-defined]
+    factory.damping = damping  # type: ignore[attr-defined]
     return factory
 
 
@@ -35,4 +50,6 @@ ATTRIBUTORS: dict[str, AttributorFactory] = {
     "influence-diagonal": influence("diagonal"),
     "influence-kfac": influence("kfac"),
     "influence-ekfac": influence("ekfac"),
+    **{f"influence-{kind}@{label}": influence(kind, damping=value)
+       for kind in ("kfac", "ekfac") for label, value in DAMPINGS.items()},
 }

@@ -7,8 +7,14 @@
   facts whose supporting documents are known (recall@k, MRR, tail-patch).
 * `provenance_benchmark`: tiny-Shakespeare works, some planted among unrelated role-play text; queries quote or
   perturb planted and never-trained works (precision/recall of flagged works).
+* `loo_benchmark`: a smaller role-play model whose leave-one-out effects are affordable to measure (the suite
+  adds the LOO ground truth, `llm_attrib.evaluation.loo`).
+* `mislabel_benchmark`: the role-play model trained with a seeded fraction of completions swapped
+  (`llm_attrib.evaluation.mislabel.swap_completions`); no queries — each method's self-influence ranks the
+  training records (AUROC, precision@k against the swapped ones).
 
-Each benchmark carries its own ``evaluators`` (scores → metrics); the suite adds LDS where it has ground truth.
+Each benchmark carries its own ``evaluators`` (scores → metrics) and ``attributor_evaluators`` (fitted
+attributor → metrics); the suite adds LDS / LOO where it has ground truth.
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from llm_attrib.demo.model import tiny_gpt2
 from llm_attrib.demo.tokenizer import train_tokenizer
 from llm_attrib.demo.training import train_causal_lm
 from llm_attrib.evaluation.fact_tracing import retrieval_report, tail_patch_report
+from llm_attrib.evaluation.mislabel import detection_report, self_influence_scores, swap_completions
 from llm_attrib.evaluation.provenance import evaluate_provenance, passage_queries, split_works
 from llm_attrib.evaluation.retrain import DemoRetrainer
 from llm_attrib.scores import Scores
 
 Evaluator = Callable[[Scores], dict[str, float]]
+AttributorEvaluator = Callable[[Any], dict[str, float]]
 
 
 @dataclass
@@ -45,6 +53,7 @@ class Benchmark:
     retrainer: DemoRetrainer
     evaluators: list[Evaluator] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    attributor_evaluators: list[AttributorEvaluator] = field(default_factory=list)
 
 
 def _truncate(tokenizer: Any, text: str, max_tokens: int) -> str:
@@ -90,8 +99,14 @@ def roleplay_benchmark(
     lr: float = 3e-3,
     batch_size: int = 16,
     seed: int = 0,
+    name: str = "roleplay",
+    corrupt_fraction: float = 0.0,
 ) -> Benchmark:
-    """Train the role-play tiny GPT-2 (seeded) on ``n_train`` records; ``n_query`` held-out records are the queries."""
+    """Train the role-play tiny GPT-2 (seeded) on ``n_train`` records; ``n_query`` held-out records are the queries.
+
+    With ``corrupt_fraction > 0`` that fraction of the training records get another record's completion
+    (`swap_completions`, seeded) before training, and the benchmark evaluates mislabel detection instead.
+    """
     raw = roleplay_records(path, n_train + n_query, seed)
     tokenizer = train_tokenizer([r["prompt"] + r["completion"] for r in raw[:n_train]], vocab_size,
                                 model_max_length=max_prompt_tokens + max_completion_tokens + 2)
@@ -103,10 +118,32 @@ def roleplay_benchmark(
     build_model = _tiny_gpt2_builder(tokenizer, tokenizer.model_max_length, n_embd)
     retrainer = DemoRetrainer(build_model, tokenizer, epochs=epochs, lr=lr, batch_size=batch_size)
     train, queries = records[:n_train], records[n_train:]
-    return Benchmark("roleplay", retrainer(train, seed), tokenizer, train, queries, retrainer,
-                     settings={"data": str(path), "n_train": n_train, "n_query": n_query, "seed": seed,
-                               "max_prompt_tokens": max_prompt_tokens, "max_completion_tokens": max_completion_tokens,
-                               **retrainer.settings()})
+    settings = {"data": str(path), "n_train": n_train, "n_query": n_query, "seed": seed,
+                "max_prompt_tokens": max_prompt_tokens, "max_completion_tokens": max_completion_tokens,
+                **retrainer.settings()}
+    attributor_evaluators: list[AttributorEvaluator] = []
+    if corrupt_fraction > 0:
+        train, corrupted = swap_completions(train, corrupt_fraction, seed=seed)
+        k = int(corrupted.sum())
+        settings.update(corrupt_fraction=corrupt_fraction, n_corrupted=k)
+
+        def detect(attributor: Any) -> dict[str, float]:
+            report = detection_report(self_influence_scores(attributor, train), corrupted, ks=(k,))
+            return {**report, "precision@k": report[f"precision@{k}"], "k": k}
+
+        attributor_evaluators.append(detect)
+    return Benchmark(name, retrainer(train, seed), tokenizer, train, queries, retrainer,
+                     settings=settings, attributor_evaluators=attributor_evaluators)
+
+
+def loo_benchmark(path: str | Path, *, n_train: int = 48, n_query: int = 16, seed: int = 0) -> Benchmark:
+    """A smaller role-play model (``n_train`` records), so that retraining once per left-out example is cheap."""
+    return roleplay_benchmark(path, n_train=n_train, n_query=n_query, seed=seed, name="loo")
+
+
+def mislabel_benchmark(path: str | Path, *, n_train: int = 160, fraction: float = 0.15, seed: int = 0) -> Benchmark:
+    """The role-play model trained with ``fraction`` of its completions swapped; no queries (self-influence only)."""
+    return roleplay_benchmark(path, n_train=n_train, n_query=0, seed=seed, name="mislabel", corrupt_fraction=fraction)
 
 
 FACTS_RECIPE = DemoRecipe(n_entities=8, n_distractors=24, epochs=40)

@@ -27,6 +27,17 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="models trained per LDS subset (outcomes averaged)")
     parser.add_argument("--facts-subsets", type=int, default=defaults.facts_subsets,
                         help="LDS subsets on the fact corpus (0 = skip; each costs a full retraining)")
+    parser.add_argument("--loo-train", type=int, default=defaults.loo_train, help="training records of the LOO model")
+    parser.add_argument("--loo-removed", type=int, default=defaults.loo_removed,
+                        help="examples left out one at a time (0 = skip the LOO ground truth)")
+    parser.add_argument("--loo-seeds", type=int, default=defaults.loo_seeds,
+                        help="models per LOO trial, paired across trials (seed noise cancels)")
+    parser.add_argument("--mislabel-train", type=int, default=defaults.mislabel_train,
+                        help="training records of the mislabel-detection model")
+    parser.add_argument("--mislabel-fraction", type=float, default=defaults.mislabel_fraction,
+                        help="fraction of training completions swapped")
+    parser.add_argument("--threads", type=int, default=defaults.threads,
+                        help="torch intra-op threads (0 = leave torch's default; 1 is fastest for these tiny models)")
     parser.add_argument("--methods", type=_names, default=(), help="comma-separated method names (default: all)")
     parser.add_argument("--peers", type=_names, default=defaults.peers, help="comma-separated peer modules")
     parser.add_argument("--benchmarks", type=_names, default=defaults.benchmarks, help="comma-separated benchmarks")
@@ -40,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, out_dir=args.out_dir, cache_dir=args.cache_dir, n_train=args.n_train,
         n_query=args.n_query, n_subsets=args.n_subsets, alpha=args.alpha, seeds_per_subset=args.seeds_per_subset,
         facts_subsets=args.facts_subsets, methods=args.methods, peers=args.peers, benchmarks=args.benchmarks,
-        seed=args.seed,
+        seed=args.seed, loo_train=args.loo_train, loo_removed=args.loo_removed, loo_seeds=args.loo_seeds,
+        mislabel_train=args.mislabel_train, mislabel_fraction=args.mislabel_fraction, threads=args.threads,
     ))
     return 0
 

@@ -3,7 +3,8 @@
 For each benchmark (`llm_attrib.evaluation.benchmarks`) and each method (`llm_attrib.attributors.ATTRIBUTORS`
 plus peers such as kronfluence), the method is fitted on the training records and scores the queries; the
 scores are evaluated with the benchmark's metrics and timed (fit + score, wall-clock seconds). Ground truth
-for LDS is cached under ``cache_dir`` (resumable). Results go to ``<out_dir>/results/<benchmark>.json`` and a
+for LDS and LOO is cached under ``cache_dir`` (resumable). Influence variants that differ only in damping share
+one fitted curvature per benchmark (the registry's ``fit_key``); their ``seconds`` still count that fit. Results go to ``<out_dir>/results/<benchmark>.json`` and a
 Markdown table between ``<!-- results:start -->`` and ``<!-- results:end -->`` in ``<out_dir>/README.md``.
 Sign: positive score = the training example raises the query's log-probability.
 """
@@ -24,8 +25,16 @@ from typing import Any, Callable
 import torch
 
 from llm_attrib.attributors import ATTRIBUTORS, AttributorFactory
-from llm_attrib.evaluation.benchmarks import Benchmark, facts_benchmark, provenance_benchmark, roleplay_benchmark
+from llm_attrib.evaluation.benchmarks import (
+    Benchmark,
+    facts_benchmark,
+    loo_benchmark,
+    mislabel_benchmark,
+    provenance_benchmark,
+    roleplay_benchmark,
+)
 from llm_attrib.evaluation.lds import LDSGroundTruth, evaluate_lds, lds_ground_truth
+from llm_attrib.evaluation.loo import LOOGroundTruth, evaluate_loo, loo_ground_truth
 from llm_attrib.evaluation.retrain import LogLikelihoodMeasure
 from llm_attrib.scores import Scores
 from llm_attrib.store import write_json
@@ -42,15 +51,21 @@ class SuiteConfig:
     out_dir: Path
     cache_dir: Path
     n_train: int = 160
-    n_query: int = 16
-    n_subsets: int = 16
+    n_query: int = 32
+    n_subsets: int = 32
     alpha: float = 0.5
     seeds_per_subset: int = 1
     facts_subsets: int = 0
+    loo_train: int = 48
+    loo_removed: int = 16
+    loo_seeds: int = 4
+    mislabel_train: int = 160
+    mislabel_fraction: float = 0.15
     methods: tuple[str, ...] = ()
     peers: tuple[str, ...] = ("eval.peers.kronfluence_peer",)
-    benchmarks: tuple[str, ...] = ("roleplay", "facts", "provenance")
+    benchmarks: tuple[str, ...] = ("roleplay", "facts", "provenance", "loo", "mislabel")
     seed: int = 0
+    threads: int = 1
 
 
 def _log(message: str) -> None:
@@ -73,12 +88,47 @@ def method_table(config: SuiteConfig) -> dict[str, AttributorFactory]:
     return table
 
 
-def run_method(factory: AttributorFactory, benchmark: Benchmark) -> tuple[Scores, float]:
-    """Fit on the benchmark's training records and score its queries; wall-clock seconds of both."""
+@dataclass
+class MethodRun:
+    """A fitted attributor, its scores of the benchmark's queries (None without queries) and wall-clock seconds."""
+
+    attributor: Any
+    scores: Scores | None
+    fit_seconds: float
+    score_seconds: float
+    shared_fit: bool = False
+
+
+def _set_damping(attributor: Any, damping: float | str | None) -> None:
+    """Point a fitted influence attributor at another damping (applied at use: the fitted factors are unchanged)."""
+    from llm_attrib.attributors.influence import DEFAULT_DAMPING
+    from llm_attrib.curvature import resolve_damping
+
+    value = DEFAULT_DAMPING if damping is None else damping
+    resolve_damping(value, torch.ones(1))  # refuse a bad value before scoring
+    attributor.curvature.damping = value
+
+
+def run_method(factory: AttributorFactory, benchmark: Benchmark, fitted: dict[Any, tuple[Any, float]] | None = None) -> MethodRun:
+    """Fit on the benchmark's training records and score its queries, timing both.
+
+    With ``fitted`` (a per-benchmark dict), factories sharing a ``fit_key`` reuse the first one's fitted
+    attributor at their own ``damping``; the shared fit's seconds are reported as theirs too.
+    """
+    key = getattr(factory, "fit_key", None)
+    if fitted is not None and key is not None and key in fitted:
+        attributor, fit_seconds = fitted[key]
+        _set_damping(attributor, getattr(factory, "damping", None))
+        shared = True
+    else:
+        start = time.perf_counter()
+        attributor = factory(benchmark.model, benchmark.tokenizer).fit(benchmark.train_records)
+        fit_seconds, shared = time.perf_counter() - start, False
+        if fitted is not None and key is not None:
+            fitted[key] = (attributor, fit_seconds)
     start = time.perf_counter()
-    attributor = factory(benchmark.model, benchmark.tokenizer).fit(benchmark.train_records)
-    scores = attributor.score(benchmark.query_records, benchmark.train_records)
-    return scores, time.perf_counter() - start
+    scores = attributor.score(benchmark.query_records, benchmark.train_records) if benchmark.query_records else None
+    return MethodRun(attributor, scores, fit_seconds, time.perf_counter() - start, shared)
 
 
 def lds_truth(benchmark: Benchmark, config: SuiteConfig, n_subsets: int) -> LDSGroundTruth:
@@ -92,19 +142,56 @@ def lds_truth(benchmark: Benchmark, config: SuiteConfig, n_subsets: int) -> LDSG
     )
 
 
-def evaluate_benchmark(benchmark: Benchmark, methods: dict[str, AttributorFactory], truth: LDSGroundTruth | None) -> dict[str, Any]:
-    """Every method's metrics and seconds on ``benchmark``; a method that fails is recorded with its error."""
+def loo_truth(benchmark: Benchmark, config: SuiteConfig) -> LOOGroundTruth:
+    return loo_ground_truth(
+        benchmark.train_records, benchmark.query_records,
+        retrain=benchmark.retrainer, measure=LogLikelihoodMeasure(benchmark.tokenizer),
+        train_ids=[r["id"] for r in benchmark.train_records], query_ids=[r["id"] for r in benchmark.query_records],
+        n_removed=config.loo_removed, seed=config.seed, seeds_per_model=config.loo_seeds,
+        cache_dir=config.cache_dir / f"loo-{benchmark.name}", settings=benchmark.settings,
+        progress=lambda done, total: _log(f"{benchmark.name} LOO ground truth: model {done}/{total}"),
+    )
+
+
+def evaluate_benchmark(
+    benchmark: Benchmark,
+    methods: dict[str, AttributorFactory],
+    truth: LDSGroundTruth | None,
+    loo: LOOGroundTruth | None = None,
+) -> dict[str, Any]:
+    """Every method's metrics and seconds on ``benchmark``; a method that fails is recorded with its error.
+
+    ``seconds`` = fit + score (+ the attributor evaluators' own work, e.g. self-influence), with a shared fit
+    counted in full for every damping variant; ``fit_seconds`` / ``score_seconds`` split it.
+    """
     rows: dict[str, Any] = {}
+    fitted: dict[Any, tuple[Any, float]] = {}
     for name, factory in methods.items():
         _log(f"{benchmark.name}: {name}")
         try:
-            scores, seconds = run_method(factory, benchmark)
-            row: dict[str, Any] = {"seconds": seconds}
-            if truth is not None:
-                lds = evaluate_lds(scores, truth)
-                row.update(lds=lds.mean, lds_stderr=lds.stderr)
-            for evaluator in benchmark.evaluators:
-                row.update(evaluator(scores))
+            run = run_method(factory, benchmark, fitted)
+            start = time.perf_counter()
+            row: dict[str, Any] = {}
+            if run.scores is not None:
+                damping = run.scores.metadata.get("damping") if run.scores.metadata else None
+                if damping is not None:
+                    row["damping"] = damping
+                if truth is not None:
+                    lds = evaluate_lds(run.scores, truth)
+                    row.update(lds=lds.mean, lds_stderr=lds.stderr, lds_per_query=lds.per_query.tolist())
+                if loo is not None:
+                    for method in ("pearson", "spearman"):
+                        summary = evaluate_loo(run.scores, loo, method)
+                        row.update({f"loo_{method}": summary.mean, f"loo_{method}_stderr": summary.stderr,
+                                    f"loo_{method}_per_query": summary.per_query.tolist()})
+                for evaluator in benchmark.evaluators:
+                    row.update(evaluator(run.scores))
+            evaluator_start = time.perf_counter()
+            for attributor_evaluator in benchmark.attributor_evaluators:
+                row.update(attributor_evaluator(run.attributor))
+            extra = time.perf_counter() - evaluator_start
+            row.update(seconds=run.fit_seconds + run.score_seconds + extra, fit_seconds=run.fit_seconds,
+                       score_seconds=run.score_seconds + extra, shared_fit=run.shared_fit)
         except Exception as error:  # a broken method must not sink the whole table
             traceback.print_exc()
             row = {"error": f"{type(error).__name__}: {error}"}
@@ -116,12 +203,18 @@ BENCHMARK_BUILDERS: dict[str, Callable[[SuiteConfig], Benchmark]] = {
     "roleplay": lambda c: roleplay_benchmark(c.data_dir / ROLEPLAY_FILE, n_train=c.n_train, n_query=c.n_query, seed=c.seed),
     "facts": lambda c: facts_benchmark(c.cache_dir / "demo"),
     "provenance": lambda c: provenance_benchmark(c.data_dir / SHAKESPEARE_FILE, c.data_dir / ROLEPLAY_FILE, seed=c.seed),
+    "loo": lambda c: loo_benchmark(c.data_dir / ROLEPLAY_FILE, n_train=c.loo_train, seed=c.seed),
+    "mislabel": lambda c: mislabel_benchmark(c.data_dir / ROLEPLAY_FILE, n_train=c.mislabel_train,
+                                             fraction=c.mislabel_fraction, seed=c.seed),
 }
 LDS_SUBSETS: dict[str, Callable[[SuiteConfig], int]] = {
     "roleplay": lambda c: c.n_subsets,
     "facts": lambda c: c.facts_subsets,
     "provenance": lambda c: 0,
+    "loo": lambda c: 0,
+    "mislabel": lambda c: 0,
 }
+LOO_BENCHMARKS = ("loo",)
 
 
 def _cell(row: dict[str, Any], key: str, stderr: str | None = None) -> str:
@@ -140,12 +233,21 @@ COLUMNS = {
               ("s", "seconds", None)],
     "provenance": [("precision", "precision", None), ("recall", "recall", None), ("FPR", "false_positive_rate", None),
                    ("s", "seconds", None)],
+    "loo": [("Pearson", "loo_pearson", "loo_pearson_stderr"), ("Spearman", "loo_spearman", "loo_spearman_stderr"),
+            ("s", "seconds", None)],
+    "mislabel": [("AUROC", "auroc", None), ("P@k", "precision@k", None), ("s", "seconds", None)],
 }
+TABLES = (("roleplay", "facts"), ("provenance", "loo", "mislabel"))
+"""The README's tables: benchmarks side by side (one wide table would not read)."""
 
 
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
-    """One row per method, the benchmarks' columns side by side (`COLUMNS`)."""
-    benches = [b for b in COLUMNS if b in results]
+    """One table per group of `TABLES` (one row per method, the benchmarks' columns side by side)."""
+    groups = [[b for b in group if b in results] for group in TABLES]
+    return "\n\n".join(_markdown_group(results, group) for group in groups if group)
+
+
+def _markdown_group(results: dict[str, dict[str, Any]], benches: list[str]) -> str:
     methods = list(dict.fromkeys(m for b in benches for m in results[b]["methods"]))
     header = ["method"] + [f"{b} {label}" for b in benches for label, _, _ in COLUMNS[b]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -175,6 +277,8 @@ def write_readme(readme: Path, table: str, notes: str) -> None:
 def run_suite(config: SuiteConfig) -> dict[str, dict[str, Any]]:
     """Run every benchmark × method, write JSON results and the README table; return the results."""
     torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)  # tiny models: 1 thread is fastest, and 2 threads on a busy box far slower
     started = time.perf_counter()
     methods = method_table(config)
     results: dict[str, dict[str, Any]] = {}
@@ -184,6 +288,7 @@ def run_suite(config: SuiteConfig) -> dict[str, dict[str, Any]]:
         benchmark = BENCHMARK_BUILDERS[name](config)
         n_subsets = LDS_SUBSETS[name](config)
         truth = lds_truth(benchmark, config, n_subsets) if n_subsets > 0 else None
+        loo = loo_truth(benchmark, config) if name in LOO_BENCHMARKS and config.loo_removed > 0 else None
         ground_truth_seconds = time.perf_counter() - bench_start
         results[name] = {
             "benchmark": name,
@@ -192,8 +297,9 @@ def run_suite(config: SuiteConfig) -> dict[str, dict[str, Any]]:
             "n_query": len(benchmark.query_records),
             "lds": None if truth is None else {"n_subsets": n_subsets, "alpha": config.alpha,
                                                "seeds_per_subset": config.seeds_per_subset},
+            "loo": None if loo is None else {"n_removed": len(loo.removed), "seeds_per_model": config.loo_seeds},
             "setup_seconds": ground_truth_seconds,
-            "methods": evaluate_benchmark(benchmark, methods, truth),
+            "methods": evaluate_benchmark(benchmark, methods, truth, loo),
             "sign": "positive score = the training example raises the query's log-probability",
         }
         write_json(config.out_dir / "results" / f"{name}.json", results[name])
@@ -203,8 +309,13 @@ def run_suite(config: SuiteConfig) -> dict[str, dict[str, Any]]:
         f"({torch.get_num_threads()} torch threads). "
         + "; ".join(f"{b}: {r['n_train']} train, {r['n_query']} queries"
                     + (f", LDS over {r['lds']['n_subsets']} subsets (α={r['lds']['alpha']})" if r["lds"] else "")
+                    + (f", LOO of {r['loo']['n_removed']} removed examples × {r['loo']['seeds_per_model']} seeds"
+                       if r.get("loo") else "")
+                    + (f", {r['settings']['n_corrupted']} swapped completions (P@k: k = {r['settings']['n_corrupted']})"
+                       if "n_corrupted" in r["settings"] else "")
                     for b, r in results.items())
-        + ". `s` = seconds to fit + score. Sign: positive = raises the query's log-probability."
+        + ". `s` = seconds to fit + score (damping variants share one fit, counted in each). "
+        "Sign: positive = raises the query's log-probability."
     )
     write_readme(config.out_dir / "README.md", markdown_table(results), notes)
     _log(f"done in {total:.0f} s")
