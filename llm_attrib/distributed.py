@@ -7,10 +7,12 @@ every function is the identity.
 
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from llm_attrib.errors import UserInputError
 
 T = TypeVar("T")
 
@@ -27,11 +29,21 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
+def shard_bounds(n: int) -> tuple[int, int]:
+    """``(start, stop)`` of this process's contiguous block of ``n`` items (rank order = item order)."""
+    size, r = world_size(), rank()
+    return (n * r) // size, (n * (r + 1)) // size
+
+
 def shard(items: Sequence[T]) -> list[T]:
     """This process's share of ``items``: a contiguous block, so gathered results keep their order."""
-    n, size, r = len(items), world_size(), rank()
-    start, stop = (n * r) // size, (n * (r + 1)) // size
+    start, stop = shard_bounds(len(items))
     return list(items[start:stop])
+
+
+def process_seed(seed: int) -> int:
+    """A per-process seed (``seed`` itself on rank 0): each rank draws its own, reproducible random stream."""
+    return seed + 1_000_003 * rank()
 
 
 def sum_across_processes(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -54,3 +66,44 @@ def gather_columns(values: torch.Tensor) -> torch.Tensor:
     blocks = [torch.empty_like(padded) for _ in range(world_size())]
     dist.all_gather(blocks, padded)
     return torch.cat([block[:, : int(size.item())] for block, size in zip(blocks, sizes)], dim=1)
+
+
+def gather_objects(items: list[T]) -> list[T]:
+    """Concatenate each process's list of picklable ``items`` in rank order."""
+    if not is_distributed():
+        return items
+    gathered: list[list[T] | None] = [None] * world_size()
+    dist.all_gather_object(gathered, items)
+    return [item for part in gathered for item in (part or [])]
+
+
+def shard_batches(items: Iterable[T], batch_size: int) -> Iterator[tuple[int, list[T]]]:
+    """This process's contiguous shard of ``items`` in batches: ``(global index of the batch's first item, batch)``.
+
+    Sequences (lists, ``datasets.Dataset``) are sliced; other iterables (``datasets.IterableDataset``,
+    generators) are read once, in order, one batch in memory at a time. Under several processes an iterable
+    must have a length, so that every process can find its block.
+    """
+    if batch_size < 1:
+        raise UserInputError(f"batch_size must be at least 1, not {batch_size}")
+    if hasattr(items, "__getitem__") and hasattr(items, "__len__"):
+        start, stop = shard_bounds(len(items))  # type: ignore[arg-type]
+        for first in range(start, stop, batch_size):
+            yield first, [items[i] for i in range(first, min(first + batch_size, stop))]  # type: ignore[index]
+        return
+    if is_distributed() and not hasattr(items, "__len__"):
+        raise UserInputError("several processes need a training set of known length (a list or Dataset) to shard it")
+    start, stop = shard_bounds(len(items)) if is_distributed() else (0, None)  # type: ignore[arg-type]
+    batch: list[T] = []
+    first = start
+    for index, item in enumerate(items):
+        if index < start:
+            continue
+        if stop is not None and index >= stop:
+            break
+        batch.append(item)
+        if len(batch) == batch_size:
+            yield first, batch
+            first, batch = first + batch_size, []
+    if batch:
+        yield first, batch

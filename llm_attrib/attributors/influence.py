@@ -14,17 +14,19 @@ training gradients.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence as SequenceABC
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from llm_attrib.adapters.base import Adapter
-from llm_attrib.capture import LayerCapture, per_example_gradients
-from llm_attrib.contraction import inner_products, per_token_inner_products, squared_norms
+from llm_attrib.attributors.chunks import ChunkScores, ChunkStore, ScoreColumns
+from llm_attrib.capture import LayerCapture, TrackedLayer, per_example_gradients
+from llm_attrib.contraction import QueryMatrices, query_matrices, squared_norms
 from llm_attrib.curvature import Curvature, Grads, make_curvature
-from llm_attrib.data import batched, record_ids
+from llm_attrib.distributed import gather_columns, shard_batches
 from llm_attrib.errors import UserInputError
 from llm_attrib.scores import Scores
 from llm_attrib.store import data_fingerprint, load_tensors, save_tensors
@@ -59,6 +61,13 @@ class InfluenceAttributor:
         cache_dir: save fitted factors there and reload them on a later run with the same model, data and
             arguments; a cache made for something else is refused.
         progress: show progress bars.
+        query_rank: None (full rank) or r: score with the best rank-r approximation ``U Vᵀ`` of each layer's
+            preconditioned query matrix (SVD), ``n·B·T·r·(O+I)`` work per training batch ("query batching").
+        rescore_top: with ``query_rank``, re-score each query's top-``rescore_top`` training records at full rank.
+        dtype: dtype of the query/training gradient contractions (e.g. ``torch.bfloat16`` on a GPU); None = the
+            model's. Curvature statistics and eigendecompositions stay in float64, scores are returned in float64.
+        layer_partitions: score the tracked layers in this many contiguous groups, one after another (one pass
+            over the training data per group), so only one group's query matrices and activations are held.
     """
 
     def __init__(
@@ -74,9 +83,18 @@ class InfluenceAttributor:
         fisher: str = "sampled",
         cache_dir: str | Path | None = None,
         progress: bool = False,
+        query_rank: int | None = None,
+        rescore_top: int | None = None,
+        dtype: torch.dtype | None = None,
+        layer_partitions: int = 1,
     ):
         if normalize not in NORMALIZATIONS:
             raise UserInputError(f"normalize must be one of {NORMALIZATIONS}, not {normalize!r}")
+        if query_rank is not None and query_rank < 1:
+            raise UserInputError(f"query_rank must be a positive integer or None, not {query_rank!r}")
+        if not 1 <= layer_partitions <= len(adapter.layers):
+            raise UserInputError(f"layer_partitions must be between 1 and {len(adapter.layers)} (the tracked layers), "
+                                 f"not {layer_partitions}")
         self.adapter = adapter
         self.curvature = curvature if isinstance(curvature, Curvature) else make_curvature(curvature, damping=damping)
         self.normalize = normalize
@@ -86,6 +104,10 @@ class InfluenceAttributor:
         self.fisher = fisher
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.progress = progress
+        self.query_rank = query_rank
+        self.rescore_top = rescore_top
+        self.dtype = dtype
+        self.layer_partitions = layer_partitions
 
     @property
     def name(self) -> str:
@@ -119,112 +141,168 @@ class InfluenceAttributor:
         return self
 
     # ------------------------------------------------------------------------------------- gradients
-    def _gradients(self, records: Sequence[Any], *, measure: bool, first_index: int = 0) -> Grads:
+    def _gradients(self, records: Sequence[Any], *, measure: bool, first_index: int = 0,
+                   layers: Sequence[TrackedLayer] | None = None) -> Grads:
         """Per-example gradients ``{layer: [n, O, I]}`` of the measurement (queries) or log-likelihood (train)."""
-        parts: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in self.adapter.layers}
+        layers = list(self.adapter.layers if layers is None else layers)
+        parts: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in layers}
         examples = self.adapter.encode(records, first_index=first_index)
         for batch in self.adapter.batches(examples, self.batch_size):
-            with LayerCapture(self.adapter.layers) as capture:
+            with LayerCapture(layers) as capture:
                 objective = self.adapter.measure(batch) if measure else self.adapter.log_prob(batch)
                 for layer, a, g in capture.output_gradients(objective.sum()):
                     parts[layer.name].append(per_example_gradients(a, g))
         return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
-    def query_gradients(self, queries: Sequence[Any]) -> Grads:
+    def query_gradients(self, queries: Sequence[Any], layers: Sequence[TrackedLayer] | None = None) -> Grads:
         """Gradients of the measurement ``f(q)`` per query, ``{layer: [n_query, O, I]}``."""
-        return self._gradients(queries, measure=True)
+        return self._gradients(queries, measure=True, layers=layers)
 
-    def preconditioned_query_gradients(self, queries: Sequence[Any]) -> Grads:
-        """``(N·(F̄ + λI))⁻¹ ∇f(q)`` per query (``{layer: [n_query, O, I]}``); cosine-normalised if asked."""
-        if not self.curvature.is_fitted:
-            raise UserInputError("call fit(train) before scoring")
-        grads = self.query_gradients(queries)
+    def preconditioned_query_gradients(self, queries: Sequence[Any],
+                                       layers: Sequence[TrackedLayer] | None = None) -> Grads:
+        """``(N·(F̄ + λI))⁻¹ ∇f(q)`` per query (``{layer: [n_query, O, I]}``); cosine-normalised if asked.
+
+        With ``layers`` (a subset) only those layers are computed, and the cosine norm is that subset's.
+        """
+        self._check_fitted()
+        grads = self.query_gradients(queries, layers)
         preconditioned = self.curvature.precondition(grads)
         if self.normalize == "cosine":
-            norms = torch.sqrt(sum(g.flatten(1).square().sum(dim=1) for g in grads.values())).clamp(min=1e-30)
+            norms = _squared_norms(grads).sqrt().clamp(min=1e-30)
             preconditioned = {name: p / norms[:, None, None] for name, p in preconditioned.items()}
         return preconditioned
+
+    def _check_fitted(self) -> None:
+        if not self.curvature.is_fitted:
+            raise UserInputError("call fit(train) before scoring")
+
+    def partitions(self) -> list[list[TrackedLayer]]:
+        """The tracked layers in ``layer_partitions`` contiguous groups, scored one group at a time."""
+        layers = list(self.adapter.layers)
+        k = self.layer_partitions
+        return [layers[(len(layers) * i) // k:(len(layers) * (i + 1)) // k] for i in range(k)]
 
     # --------------------------------------------------------------------------------------- scoring
     def score(
         self,
         queries: Sequence[Any],
-        train: Sequence[Any],
+        train: Iterable[Any],
         *,
         per_module: bool = False,
         per_token: bool = False,
+        output_dir: str | Path | None = None,
     ) -> Scores:
         """Scores ``[n_query, n_train]`` (positive = raises the query's log-probability).
 
+        ``train`` is a sequence (a list, a ``datasets.Dataset``) or any iterable of records (a
+        ``datasets.IterableDataset``, a generator), read once per layer partition, one batch at a time.
         ``per_module`` adds each layer's share; ``per_token`` adds, for every query and training document, the
         contribution of each of its token positions (``g_tᵀ Q a_t`` summed over layers; sums to the score).
+        ``output_dir``: each finished chunk (one batch of training records, one layer partition) is written
+        there atomically with its fingerprints, and a re-run skips the chunks already there (see `ChunkStore`).
+        With ``query_rank`` set, the query matrices are rank-``r`` and ``rescore_top`` re-scores each query's best
+        candidates at full rank. Under several processes each scores its contiguous shard of ``train`` and the
+        columns are gathered in order.
         """
         if len(queries) == 0:
             raise UserInputError("no queries to score")
-        preconditioned = self.preconditioned_query_gradients(queries)
-        n_query = len(queries)
-        columns: list[torch.Tensor] = []
-        module_columns: dict[str, list[torch.Tensor]] = {name: [] for name in preconditioned}
-        token_rows: list[list[torch.Tensor]] = [[] for _ in range(n_query)]
-        chunks = batched(range(len(train)), self.batch_size)
-        for chunk in tqdm(chunks, desc=f"{self.name} scores", disable=not self.progress,
-                          total=-(-len(train) // self.batch_size)):
-            batch = self.adapter.collate(self.adapter.encode(_take(train, chunk), first_index=chunk[0]))
-            layer_blocks, tokens = self._score_batch(batch, preconditioned, per_token)
-            columns.append(sum(layer_blocks.values()))
-            for name, layer_block in layer_blocks.items():
-                if per_module:
-                    module_columns[name].append(layer_block)
-            if tokens is not None:
-                mask = self.adapter.token_mask(batch)
-                for q_index in range(n_query):
-                    token_rows[q_index].extend(tokens[q_index, b][mask[b]].cpu() for b in range(len(chunk)))
-        return Scores(
-            values=torch.cat(columns, dim=1).cpu(),
-            query_ids=record_ids(queries),
-            train_ids=record_ids(train),
-            method=self.name,
-            units=self.units,
-            per_module={k: torch.cat(v, dim=1).cpu() for k, v in module_columns.items()} if per_module else None,
-            per_token=token_rows if per_token else None,
-            metadata={"damping": self.curvature.damping, "n_train": self.curvature.n_train},
-        )
+        self._check_fitted()
+        if self.layer_partitions > 1 and iter(train) is train:
+            raise UserInputError("the training data is read once per layer partition: pass a list, a Dataset or a "
+                                 "re-iterable IterableDataset, not a one-shot iterator")
+        if per_token and output_dir is not None:
+            raise UserInputError("per_token parts are not stored in output_dir; score per_token without it")
+        result = self._score_pass(queries, train, rank=self.query_rank, per_module=per_module,
+                                  per_token=per_token, output_dir=output_dir)
+        if self.query_rank is not None and self.rescore_top:
+            if not isinstance(train, SequenceABC):
+                raise UserInputError("rescore_top needs random access to the training records (a list or Dataset)")
+            top = torch.topk(result.values, min(self.rescore_top, result.values.shape[1]), dim=1).indices
+            union = sorted(set(top.flatten().tolist()))
+            exact = self._score_pass(queries, [train[i] for i in union], rank=None, per_module=per_module,
+                                     per_token=per_token, output_dir=None)
+            result.replace_columns(union, exact)
+        return result.to_scores(queries, method=self.name, units=self.units, metadata={
+            "damping": self.curvature.damping, "n_train": self.curvature.n_train, "query_rank": self.query_rank})
 
-    def _score_batch(
-        self, batch: Any, preconditioned: Grads, per_token: bool
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        """One training batch: per-layer scores ``{layer: [n_query, B]}`` and per-token ``[n_query, B, T]``."""
-        layer_blocks: dict[str, torch.Tensor] = {}
+    def _score_pass(self, queries: Sequence[Any], train: Iterable[Any], *, rank: int | None, per_module: bool,
+                    per_token: bool, output_dir: str | Path | None) -> ScoreColumns:
+        """Stream this process's shard of ``train`` once per layer partition; gather the columns across processes."""
+        store = ChunkStore(output_dir, self._chunk_metadata(queries, rank)) if output_dir is not None else None
+        columns = ScoreColumns(len(queries), per_module, per_token)
+        query_sq_norm = torch.zeros(len(queries), dtype=torch.float64)
+        for part, layers in enumerate(self.partitions()):
+            grads = self.query_gradients(queries, layers)
+            query_sq_norm += _squared_norms(grads).cpu()
+            contractions = {name: query_matrices(p, rank, self.dtype)
+                            for name, p in self.curvature.precondition(grads).items()}
+            del grads
+            chunks = shard_batches(train, self.batch_size)
+            for start, records in tqdm(chunks, desc=f"{self.name} scores {part + 1}/{len(self.partitions())}",
+                                       disable=not self.progress):
+                chunk = store.load(part, start, records) if store is not None else None
+                if chunk is None:
+                    chunk = self._score_chunk(start, records, layers, contractions, per_token)
+                    if store is not None:
+                        store.save(part, start, records, chunk)
+                columns.add(start, records, chunk)
+        return columns.finish(query_sq_norm.sqrt(), self.normalize == "cosine")
+
+    def _score_chunk(self, start: int, records: Sequence[Any], layers: Sequence[TrackedLayer],
+                     contractions: Mapping[str, QueryMatrices], per_token: bool) -> ChunkScores:
+        """One training batch against ``layers``: per-layer ``[n_query, B]`` blocks, ``‖G_b‖²`` and token parts."""
+        batch = self.adapter.collate(self.adapter.encode(records, first_index=start))
+        blocks: dict[str, torch.Tensor] = {}
         tokens: torch.Tensor | None = None
         squared_norm = torch.zeros(len(batch), dtype=torch.float64, device=self.adapter.device)
-        with LayerCapture(self.adapter.layers) as capture:
+        with LayerCapture(layers) as capture:
             objective = self.adapter.log_prob(batch)
             for layer, a, g in capture.output_gradients(objective.sum()):
-                q = preconditioned[layer.name].to(a.dtype)
+                contraction = contractions[layer.name]
                 if per_token:
-                    layer_tokens = per_token_inner_products(q, a, g).double()
+                    layer_tokens = contraction.token_scores(a, g)
                     tokens = layer_tokens if tokens is None else tokens + layer_tokens
-                    layer_blocks[layer.name] = layer_tokens.sum(dim=-1)
+                    blocks[layer.name] = layer_tokens.sum(dim=-1)
                 else:
-                    layer_blocks[layer.name] = inner_products(q, a, g).double()
+                    blocks[layer.name] = contraction.scores(a, g)
                 if self.normalize == "cosine":
-                    squared_norm += squared_norms(a, g).double()
-        if self.normalize == "cosine":
-            scale = squared_norm.sqrt().clamp(min=1e-30)
-            layer_blocks = {name: block / scale for name, block in layer_blocks.items()}
-            tokens = None if tokens is None else tokens / scale[None, :, None]
-        return layer_blocks, tokens
+                    squared_norm += squared_norms(a.double(), g.double())
+        token_parts = None
+        if tokens is not None:
+            mask = self.adapter.token_mask(batch)
+            token_parts = [[tokens[q, b][mask[b]].cpu() for b in range(len(records))] for q in range(tokens.shape[0])]
+        return ChunkScores({k: v.cpu() for k, v in blocks.items()}, squared_norm.cpu(), token_parts)
+
+    def _chunk_metadata(self, queries: Sequence[Any], rank: int | None) -> dict[str, Any]:
+        """What a stored chunk of scores depends on besides its own training records."""
+        return {
+            "kind": "influence-scores",
+            "method": self.name,
+            "model": self.adapter.fingerprint(),
+            "queries": data_fingerprint([repr(q) for q in queries]),
+            "damping": self.curvature.damping,
+            "n_train": self.curvature.n_train,
+            "factors": data_fingerprint([f"{k}:{float(v.double().sum())}" for k, v in sorted(self.curvature.state.items())]),
+            "query_rank": rank,
+            "dtype": str(self.dtype),
+            "batch_size": self.batch_size,
+            "layer_partitions": [[layer.name for layer in part] for part in self.partitions()],
+        }
 
     def self_influence(self, train: Sequence[Any]) -> torch.Tensor:
-        """``[n_train]``: ``∇log p(z)ᵀ (N·(F̄ + λI))⁻¹ ∇log p(z)`` — large for atypical or mislabelled examples."""
+        """``[n_train]``: ``∇log p(z)ᵀ (N·(F̄ + λI))⁻¹ ∇log p(z)`` — large for atypical or mislabelled examples.
+
+        Under several processes each computes its contiguous shard and the values are gathered in order.
+        """
         if not self.curvature.is_fitted:
             raise UserInputError("call fit(train) before self_influence")
-        values = []
-        for chunk in batched(range(len(train)), self.batch_size):
-            grads = self._gradients(_take(train, chunk), measure=False, first_index=chunk[0])
+        values = [torch.zeros(0, dtype=torch.float64)]
+        for start, records in shard_batches(train, self.batch_size):
+            grads = self._gradients(records, measure=False, first_index=start)
             preconditioned = self.curvature.precondition(grads)
-            values.append(sum((grads[k].double() * preconditioned[k].double()).flatten(1).sum(dim=1) for k in grads))
-        return torch.cat(values).cpu()
+            values.append(sum((grads[k].double() * preconditioned[k].double()).flatten(1).sum(dim=1)
+                              for k in grads).cpu())
+        return gather_columns(torch.cat(values)[None, :])[0]
 
     @property
     def units(self) -> str:
@@ -233,3 +311,8 @@ class InfluenceAttributor:
         if self.curvature.kind == "identity":
             return "gradient inner product (positive = raises the query's log-probability)"
         return "predicted drop of the query's log-probability if the example were removed (first order)"
+
+
+def _squared_norms(grads: Grads) -> torch.Tensor:
+    """``[n]``: the squared Frobenius norm of each example's gradient over the layers in ``grads``."""
+    return sum(g.double().flatten(1).square().sum(dim=1) for g in grads.values())

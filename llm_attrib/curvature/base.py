@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from llm_attrib.adapters.base import Adapter
 from llm_attrib.capture import LayerCapture, TrackedLayer
-from llm_attrib.distributed import shard, sum_across_processes
+from llm_attrib.distributed import process_seed, shard, sum_across_processes
 from llm_attrib.errors import CurvatureError, UserInputError
 
 Grads = dict[str, torch.Tensor]
@@ -112,10 +112,15 @@ class Curvature(ABC):
         fisher: str = "sampled",
         progress: bool = False,
     ) -> "Curvature":
-        """Estimate the curvature from encoded ``examples`` (a seeded sample of a training set of size ``n_train``)."""
+        """Estimate the curvature from encoded ``examples`` (a seeded sample of a training set of size ``n_train``).
+
+        Under several processes each fits on its contiguous shard of ``examples`` and the float64 sums are added
+        across processes; sampled Fisher targets come from a per-rank seeded generator (reproducible for a
+        given number of processes; ``fisher="empirical"`` gives the same factors for any number).
+        """
         if n_train < 1 or not examples:
             raise UserInputError("cannot fit curvature on an empty training set")
-        generator = torch.Generator(device=adapter.device).manual_seed(seed)
+        generator = torch.Generator(device=adapter.device).manual_seed(process_seed(seed))
         for stage in range(self.passes):
             sums: dict[str, torch.Tensor] = {}
             for layer, a, g, mask in gradient_passes(
