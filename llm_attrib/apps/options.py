@@ -10,6 +10,7 @@ from llm_attrib.attributors.influence import DEFAULT_DAMPING, InfluenceAttributo
 from llm_attrib.curvature import CURVATURES
 from llm_attrib.data import Columns, load_records
 from llm_attrib.errors import UserInputError
+from llm_attrib.prefilter import PREFILTERS, Prefilter
 
 
 def add_model_and_data_options(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,21 @@ def add_attributor_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=8)
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--factors", default=None, help="folder for fitted factors (reused when they match)")
+
+
+def add_prefilter_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("prefilter")
+    group.add_argument("--prefilter", default=None, choices=sorted(PREFILTERS),
+                       help="score only each query's top --candidates records by TF-IDF or BM25 (default: all)")
+    group.add_argument("--candidates", type=int, default=100, help="candidates per query kept by --prefilter")
+
+
+def make_prefilter(args: argparse.Namespace, train: list[dict[str, Any]]) -> Prefilter | None:
+    """The prefilter asked for, fitted on ``train`` (or loaded from the ``--factors`` folder, saved there)."""
+    if args.prefilter is None:
+        return None
+    path = f"{args.factors}/prefilter-{args.prefilter}.pkl" if args.factors else None
+    return Prefilter(args.prefilter, args.candidates, columns_from(args)).fit_or_load(path, train)
 
 
 def columns_from(args: argparse.Namespace) -> Columns:

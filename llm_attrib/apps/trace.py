@@ -20,6 +20,7 @@ from llm_attrib.apps import options
 from llm_attrib.attributors.influence import InfluenceAttributor
 from llm_attrib.data import prompt_token_ids, record_text
 from llm_attrib.errors import UserInputError
+from llm_attrib.prefilter import Prefilter
 
 
 @dataclass
@@ -76,17 +77,25 @@ def trace(
     tokens_per_record: int = 5,
     max_new_tokens: int = 32,
     stop: Sequence[str] = ("\n",),
+    prefilter: Prefilter | None = None,
 ) -> TraceReport:
-    """Top-``top_k`` training records behind ``completion`` given ``prompt`` (fits the curvature if needed)."""
+    """Top-``top_k`` training records behind ``completion`` given ``prompt`` (fits the curvature if needed).
+
+    With a fitted ``prefilter`` only its lexical candidates are scored (the others are never reported).
+    """
     adapter = attributor.adapter
     if completion is None:
         completion = generate_completion(adapter, prompt, max_new_tokens, stop)
     if not attributor.curvature.is_fitted:
         attributor.fit(train)
     query = {adapter.columns.prompt: prompt, adapter.columns.completion: completion}
-    scores = attributor.score([query], train, per_token=True)
+    if prefilter is None:
+        scores = attributor.score([query], train, per_token=True)
+    else:
+        scores = prefilter.score(attributor, [query], train, per_token=True)
     top = []
-    order = torch.argsort(scores.values[0], descending=True)[:top_k].tolist()
+    finite = torch.isfinite(scores.values[0])
+    order = [i for i in torch.argsort(scores.values[0], descending=True).tolist() if finite[i]][:top_k]
     for index in order:
         example = adapter.encode([train[index]], first_index=index)[0]
         token_scores = scores.per_token[0][index]
@@ -123,6 +132,7 @@ def add_parser(subparsers: Any) -> None:
                                    description=__doc__.splitlines()[0])
     options.add_model_and_data_options(parser)
     options.add_attributor_options(parser)
+    options.add_prefilter_options(parser)
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--completion", default=None, help="default: the model's own greedy continuation")
     parser.add_argument("--top-k", type=int, default=5)
@@ -136,6 +146,6 @@ def run(args: argparse.Namespace) -> int:
     train = options.load_train(args)
     attributor = options.make_attributor(args, adapter, progress=sys.stderr.isatty())
     report = trace(attributor, train, args.prompt, args.completion, top_k=args.top_k,
-                   max_new_tokens=args.max_new_tokens)
+                   max_new_tokens=args.max_new_tokens, prefilter=options.make_prefilter(args, train))
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_report(report))
     return 0
