@@ -29,11 +29,13 @@ MEASUREMENTS = {"log_prob": _log_prob, "margin": _margin}
 class ClassifierAdapter(Adapter):
     """Training objective: ``log Pr(y | x)`` (minus cross-entropy). Measurement: ``log_prob`` or ``margin``.
 
+    ``modules``: regexes of the layers to track (default: every Linear layer, the model itself included).
+
     Records are ``(x, y)`` pairs: ``x`` a feature tensor ``[d]`` (or anything ``model`` accepts once
     stacked), ``y`` an integer class.
     """
 
-    def __init__(self, model: nn.Module, *, modules: Sequence[str] = (r".",), measurement: str = "log_prob"):
+    def __init__(self, model: nn.Module, *, modules: Sequence[str] = ("",), measurement: str = "log_prob"):
         if measurement not in MEASUREMENTS:
             raise UserInputError(f"measurement must be one of {sorted(MEASUREMENTS)}, not {measurement!r}")
         self.model = model.eval()
