@@ -170,6 +170,11 @@ def masked(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return tensor * mask.unsqueeze(-1).to(tensor.dtype)
 
 
+def example_count(a: torch.Tensor) -> torch.Tensor:
+    """The batch size of ``a [B, T, I]`` as a float64 scalar (summed across processes like any statistic)."""
+    return torch.tensor(float(a.shape[0]), dtype=torch.float64, device=a.device)
+
+
 def add_to(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
     sums[key] = sums[key] + value if key in sums else value.clone()
 

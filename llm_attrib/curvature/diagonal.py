@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 
 from llm_attrib.capture import TrackedLayer, per_example_gradients
-from llm_attrib.curvature.base import Curvature, Grads, add_to, check_finite, resolve_damping
+from llm_attrib.curvature.base import Curvature, Grads, add_to, example_count, check_finite, resolve_damping
 
 
 class DiagonalCurvature(Curvature):
@@ -18,7 +18,7 @@ class DiagonalCurvature(Curvature):
     def _accumulate(self, stage: int, layer: TrackedLayer, a: torch.Tensor, g: torch.Tensor,
                     mask: torch.Tensor, sums: dict[str, torch.Tensor]) -> None:
         add_to(sums, f"{layer.name}/second_moment", per_example_gradients(a, g).square().sum(dim=0))
-        add_to(sums, f"{layer.name}/n_examples", torch.tensor(float(a.shape[0]), dtype=torch.float64, device=a.device))
+        add_to(sums, f"{layer.name}/n_examples", example_count(a))
 
     def _finalize(self, stage: int, layers: Sequence[TrackedLayer], sums: dict[str, torch.Tensor]) -> None:
         for layer in layers:

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from llm_attrib.capture import TrackedLayer, per_example_gradients
-from llm_attrib.curvature.base import Curvature, Grads, add_to, check_finite, resolve_damping
+from llm_attrib.curvature.base import Curvature, Grads, add_to, example_count, check_finite, resolve_damping
 from llm_attrib.errors import UserInputError
 
 MAX_PARAMETERS = 20_000
@@ -43,7 +43,7 @@ class ExplicitCurvature(Curvature):
             return
         flat = torch.cat([self._pending.pop(name) for name in self._shapes], dim=1)
         add_to(sums, "fisher_sum", flat.T @ flat)
-        add_to(sums, "n_examples", torch.tensor(float(flat.shape[0]), dtype=torch.float64, device=flat.device))
+        add_to(sums, "n_examples", example_count(flat))
 
     def _finalize(self, stage: int, layers: Sequence[TrackedLayer], sums: dict[str, torch.Tensor]) -> None:
         fisher = sums["fisher_sum"] / sums["n_examples"]

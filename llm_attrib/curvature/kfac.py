@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from llm_attrib.capture import TrackedLayer
-from llm_attrib.curvature.base import Curvature, Grads, add_to, check_finite, masked, resolve_damping
+from llm_attrib.curvature.base import Curvature, Grads, add_to, example_count, check_finite, masked, resolve_damping
 from llm_attrib.errors import CurvatureError
 
 
@@ -50,15 +50,13 @@ class KFACCurvature(Curvature):
             add_to(sums, f"{layer.name}/a_cov", a_real.T @ a_real)
             add_to(sums, f"{layer.name}/g_cov", g_real.T @ g_real)
             add_to(sums, f"{layer.name}/n_tokens", mask.sum().double())
-            add_to(sums, f"{layer.name}/n_examples", torch.tensor(float(a.shape[0]), dtype=torch.float64,
-                                                                  device=a.device))
+            add_to(sums, f"{layer.name}/n_examples", example_count(a))
         else:
             rotated_a = a @ self.state[f"{layer.name}/a_eigenvectors"]
             rotated_g = g @ self.state[f"{layer.name}/g_eigenvectors"]
             rotated = torch.einsum("bto,bti->boi", rotated_g, rotated_a)
             add_to(sums, f"{layer.name}/corrected_sum", rotated.square().sum(dim=0))
-            add_to(sums, f"{layer.name}/n_examples_2", torch.tensor(float(a.shape[0]), dtype=torch.float64,
-                                                                    device=a.device))
+            add_to(sums, f"{layer.name}/n_examples_2", example_count(a))
 
     def _finalize(self, stage: int, layers: Sequence[TrackedLayer], sums: dict[str, torch.Tensor]) -> None:
         for layer in layers:
