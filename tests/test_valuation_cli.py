@@ -5,8 +5,9 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 
+from conftest import SENTENCES
+from llm_attrib.demo.model import tiny_gpt2
 from llm_attrib.errors import UserInputError
 from llm_attrib.valuation import KNNShapley, embed_texts, value_dataset
 from llm_attrib.valuation.cli import add_parser
@@ -63,23 +64,19 @@ def test_cli_bad_input_is_a_user_error(table, argv, message):
 
 
 @pytest.fixture(scope="module")
-def tiny_lm():
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    corpus = ["the cat sat on the mat", "a dog ran in the park", "the sun is hot", "rain falls on the roof"]
-    backend = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.train_from_iterator(corpus, trainers.WordLevelTrainer(special_tokens=["[UNK]", "[PAD]"]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]")
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=32, n_embd=16, n_layer=2,
-                                       n_head=2))
-    return model, tokenizer, corpus
+def tiny_lm(tokenizer, tmp_path_factory):
+    """A tiny random GPT-2 and the locally trained tokenizer, also saved as a model folder."""
+    model = tiny_gpt2(len(tokenizer), n_positions=64, n_embd=16, n_layer=2, n_head=2, seed=0,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id)
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model, tokenizer, SENTENCES[:4], folder
 
 
 def test_mean_pooling_ignores_padding(tiny_lm):
-    model, tokenizer, corpus = tiny_lm
+    model, tokenizer, corpus, _ = tiny_lm
     batched = embed_texts(model, tokenizer, corpus, batch_size=4)
     alone = np.concatenate([embed_texts(model, tokenizer, [text]) for text in corpus])
     np.testing.assert_allclose(batched, alone, atol=1e-5)
@@ -90,7 +87,7 @@ def test_mean_pooling_ignores_padding(tiny_lm):
 def test_value_dataset_values_text_records(tiny_lm):
     from datasets import Dataset
 
-    model, tokenizer, corpus = tiny_lm
+    model, tokenizer, corpus, _ = tiny_lm
     train = Dataset.from_dict({"text": corpus * 3, "label": [0, 1, 0, 1] * 3})
     result = value_dataset(train, "text", "label", model, tokenizer, method="knn-shapley",
                            val_dataset=train, n_neighbors=3)
@@ -99,3 +96,29 @@ def test_value_dataset_values_text_records(tiny_lm):
     np.testing.assert_allclose(result.values, expected)
     with pytest.raises(UserInputError, match="no column 'labels'"):
         value_dataset(train, "text", "labels", model, tokenizer)
+
+
+def test_cli_values_a_text_column_through_a_local_model(tiny_lm, tmp_path):
+    from datasets import Dataset
+
+    model, tokenizer, corpus, folder = tiny_lm
+    records = Dataset.from_dict({"text": corpus * 3, "label": [0, 1, 0, 1] * 3})
+    records.to_csv(tmp_path / "train.csv", index=False)
+    out = tmp_path / "values.csv"
+    assert run_value(["--method", "knn-shapley", "--data", str(tmp_path / "train.csv"), "--val-data",
+                      str(tmp_path / "train.csv"), "--label-column", "label", "--text-column", "text",
+                      "--embed-model", str(folder), "--param", "n_neighbors=3", "--out", str(out)]) == 0
+    with open(out) as handle:
+        values = [float(row["value"]) for row in csv.DictReader(handle)]
+    expected = value_dataset(records, "text", "label", model, tokenizer, method="knn-shapley",
+                             val_dataset=records, n_neighbors=3)
+    np.testing.assert_allclose(values, expected.values, atol=1e-6)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--text-column", "text"], "--text-column needs --embed-model"),
+    (["--text-column", "text", "--embed-model", "no/such/folder"], "no Hugging Face model folder"),
+])
+def test_cli_text_input_errors_are_user_errors(table, argv, message):
+    with pytest.raises(UserInputError, match=message):
+        run_value(["--method", "data-oob", "--data", str(table), "--label-column", "y", *argv])

@@ -19,6 +19,8 @@ from llm_attrib.valuation import (
     exact_shapley,
     knn_utility,
 )
+from llm_attrib.valuation.msr import SIZE_DISTRIBUTIONS, draw_subset
+from llm_attrib.valuation.semivalue_weights import log_binomial
 
 
 def small_problem(n: int = 6, seed: int = 0):
@@ -96,6 +98,28 @@ def test_one_sample_serves_beta_shapley_and_banzhaf(problem):
                                beta_16_1, atol=0.015)
     np.testing.assert_allclose(DataBanzhaf(LogisticRegression()).value_samples(beta.samples_).values,
                                exact_banzhaf(utility, len(y)), atol=0.015)
+
+
+def test_matched_sizes_converge_to_exact_beta_16_1(problem):
+    X, y, X_val, y_val, utility, _ = problem
+    values = BetaShapley(LogisticRegression(), 16.0, 1.0, stopping=1500, subset_distribution="matched",
+                         default_score=0.5, random_state=0).fit(X, y, X_val, y_val).values_
+    np.testing.assert_allclose(values, exact_semivalue(utility, len(y), beta_log_weight(16.0, 1.0)), atol=0.015)
+
+
+def test_matched_sizes_give_beta_16_1_more_effective_samples_at_large_n():
+    n, m, log_weight = 200, 1000, beta_log_weight(16.0, 1.0)
+    median_ess = {}
+    for name in ("matched", "uniform-size"):
+        log_sizes = SIZE_DISTRIBUTIONS[name](n, log_weight)
+        rng = np.random.default_rng(0)
+        masks = np.array([draw_subset(rng, log_sizes) for _ in range(m)])
+        sizes = masks.sum(axis=1)
+        log_q = log_sizes[sizes] - log_binomial(n, sizes.astype(float))
+        weights = np.exp(log_weight(n, np.minimum(sizes, n - 1)) - log_q)  # subsets without point i
+        out = (~masks).T.astype(float)
+        median_ess[name] = np.median((out @ weights) ** 2 / (out @ weights**2))
+    assert median_ess["matched"] > 4 * median_ess["uniform-size"]
 
 
 def test_leave_one_out_is_the_drop_in_utility(problem):

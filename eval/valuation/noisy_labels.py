@@ -1,10 +1,13 @@
 """Noisy-label detection benchmark: flip 10% / 20% of training labels, value every point, and see how well
-low values find the flipped ones. Compares llm_attrib.valuation with pyDVL 0.10 (run in its own venv through
-``pydvl_runner.py``) at the same budget, and a random baseline.
+low values find the flipped ones. Compares llm_attrib.valuation with pyDVL 0.10 and OpenDataVal 1.3 (each run
+in its own venv through ``pydvl_runner.py`` / ``odv_runner.py``) at the same budget, and a random baseline.
 
 Metrics: AUROC of ranking flipped points low; OpenDataVal's 2-means F1 (KMeans with 2 clusters on the
-values, the low cluster flagged); wall time; Spearman correlation of our values with pyDVL's for the same
-method. Writes ``results.md`` (the table pasted into README.md) and ``results.json``.
+values, the low cluster flagged); wall time; Spearman correlation of a peer's values with ours for the same
+method. Peers get seed ``seed + peer_seed_offset``: pyDVL draws the very same permutations as ours from the
+same seed (both seed task ``t`` with ``SeedSequence(seed, spawn_key=(t,))``), so with offset 0 TMC values
+are identical and Spearman measures nothing but implementation equality. Writes ``results.md`` (the table
+pasted into README.md) and ``results.json``.
 
     python eval/valuation/noisy_labels.py            # full run
     python eval/valuation/noisy_labels.py --quick    # one data set, one seed, small budgets
@@ -19,6 +22,7 @@ import subprocess
 import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,7 +46,23 @@ from llm_attrib.valuation import (
 )
 
 HERE = Path(__file__).resolve().parent
-PYDVL_PYTHON = Path(os.environ.get("PYDVL_PYTHON", "/work/venv-pydvl/bin/python"))
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Another library, run by ``runner`` (a script beside this one) under its own ``python``."""
+
+    label: str
+    python: Path
+    runner: str
+
+
+PEERS: dict[str, Peer] = {
+    "pydvl": Peer("pyDVL 0.10", Path(os.environ.get("PYDVL_PYTHON", "/work/venv-pydvl/bin/python")),
+                  "pydvl_runner.py"),
+    "odv": Peer("OpenDataVal 1.3", Path(os.environ.get("ODV_PYTHON", "/work/venv-odv/bin/python")),
+                "odv_runner.py"),
+}
 
 
 def digits_binary() -> tuple[np.ndarray, np.ndarray]:
@@ -97,37 +117,46 @@ def our_methods(budget: int, seed: int) -> dict[str, Any]:
     }
 
 
-def pydvl_budgets(results: dict[str, Any], budget: int, seed: int) -> dict[str, dict[str, Any]]:
-    """The same budgets for pyDVL: TMC gets as many permutations as ours used; MSR Banzhaf as many subsets;
-    Beta Shapley (pyDVL samples permutations, 2 utility calls per marginal) half as many samples."""
+def peer_budgets(peer: str, results: dict[str, Any], budget: int, seed: int) -> dict[str, dict[str, Any]]:
+    """The same budgets for a peer. pyDVL: TMC gets as many permutations as ours used; MSR Banzhaf as many
+    subsets; Beta Shapley (pyDVL samples permutations, 2 utility calls per marginal) half as many samples.
+    OpenDataVal: Data-OOB and KNN-Shapley (its other methods have no budget in utility evaluations)."""
+    shared = {"knn-shapley": {"n_neighbors": 10}, "data-oob": {"n_estimators": 100, "seed": seed}}
+    if peer == "odv":
+        return shared
     return {
         "loo": {},
         "tmc-shapley": {"permutations": int(results["tmc-shapley"].counts[0]), "truncation": 0.01, "seed": seed},
         "beta-shapley": {"alpha": 16, "beta": 1, "samples": budget // 2, "seed": seed},
         "banzhaf": {"samples": budget, "seed": seed},
-        "knn-shapley": {"n_neighbors": 10},
-        "data-oob": {"n_estimators": 100, "seed": seed},
+        **shared,
     }
 
 
-def run_pydvl(arrays: dict[str, np.ndarray], budgets: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    if not PYDVL_PYTHON.exists():
+def run_peer(peer: Peer, arrays: dict[str, np.ndarray],
+             budgets: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """``({method: values [n]}, {method: seconds})`` from the peer's runner; empty if it is not installed or fails.
+
+    The runner gets one BLAS/OpenMP thread, as our subset fits do."""
+    if not peer.python.exists():
         return {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         case = Path(tmp)
         for name, array in arrays.items():
             np.save(case / f"{name}.npy", array)
         (case / "budgets.json").write_text(json.dumps(budgets))
-        done = subprocess.run([str(PYDVL_PYTHON), str(HERE / "pydvl_runner.py"), str(case)], capture_output=True,
-                              text=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        done = subprocess.run([str(peer.python), str(HERE / peer.runner), str(case)], capture_output=True,
+                              text=True, env=env)
         if done.returncode != 0:
-            print("pyDVL failed:", done.stderr.strip().splitlines()[-1])
+            print(f"{peer.label} failed:", done.stderr.strip().splitlines()[-1])
             return {}, {}
-        times = json.loads((case / "pydvl_times.json").read_text())
-        return {method: np.load(case / f"pydvl_{method}.npy") for method in times}, times
+        times = json.loads((case / "times.json").read_text())
+        return {method: np.load(case / f"{method}.npy") for method in times}, times
 
 
-def run_case(dataset: str, n_train: int, noise: float, seed: int, budget: int, use_pydvl: bool) -> list[dict]:
+def run_case(dataset: str, n_train: int, noise: float, seed: int, budget: int, peers: list[str],
+             peer_seed_offset: int) -> list[dict]:
     X_train, y_train, X_val, y_val, flipped = make_case(dataset, n_train, noise, seed)
     rows, results = [], {}
     for name, method in our_methods(budget, seed).items():
@@ -137,11 +166,13 @@ def run_case(dataset: str, n_train: int, noise: float, seed: int, budget: int, u
                          seconds=time.perf_counter() - start))
     rows.append(dict(method="random", implementation="baseline", seconds=0.0,
                      values=np.random.default_rng(seed).random(len(y_train))))
-    if use_pydvl:
-        arrays = dict(X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val)
-        peer_values, peer_times = run_pydvl(arrays, pydvl_budgets(results, budget, seed))
+    arrays = dict(X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val)
+    for peer in peers:
+        peer_values, peer_times = run_peer(PEERS[peer], arrays,
+                                           peer_budgets(peer, results, budget, seed + peer_seed_offset))
         for name, values in peer_values.items():
-            rows.append(dict(method=name, implementation="pyDVL 0.10", values=values, seconds=peer_times[name],
+            rows.append(dict(method=name, implementation=PEERS[peer].label, values=values,
+                             seconds=peer_times[name],
                              spearman=float(spearmanr(results[name].values, values, nan_policy="omit")[0])))
     for row in rows:
         values = np.nan_to_num(row.pop("values"), nan=-np.inf)
@@ -152,19 +183,30 @@ def run_case(dataset: str, n_train: int, noise: float, seed: int, budget: int, u
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown: one line per data set, noise, method and implementation; means over seeds."""
+    """Markdown: one line per data set, noise, method and implementation; means ± standard deviations over
+    seeds (AUROC), means otherwise."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["dataset"], row["noise"], row["method"], row["implementation"])].append(row)
-    lines = ["| data set (n train) | noise | method | implementation | AUROC | 2-means F1 | time (s) | Spearman vs pyDVL |",
+    lines = ["| data set (n train) | noise | method | implementation | AUROC | 2-means F1 | time (s) "
+             "| Spearman vs llm_attrib |",
              "|---|---|---|---|---|---|---|---|"]
-    for (dataset, noise, method, implementation), group in groups.items():
+    for (dataset, noise, method, implementation), group in sorted(groups.items(), key=_row_order):
         spearman = [r["spearman"] for r in group if "spearman" in r]
         lines.append(
             f"| {dataset} ({group[0]['n_train']}) | {noise:.0%} | {method} | {implementation} "
-            f"| {np.mean([r['auroc'] for r in group]):.3f} | {np.mean([r['f1'] for r in group]):.3f} "
+            f"| {np.mean([r['auroc'] for r in group]):.3f} ± {np.std([r['auroc'] for r in group]):.3f} "
+            f"| {np.mean([r['f1'] for r in group]):.3f} "
             f"| {np.mean([r['seconds'] for r in group]):.2f} | {f'{np.mean(spearman):.3f}' if spearman else ''} |")
     return "\n".join(lines)
+
+
+def _row_order(item: tuple[tuple, list[dict]]) -> tuple:
+    """Data set and noise as run, then methods in `our_methods` order, each implementation beside ours."""
+    (dataset, noise, method, implementation), _ = item
+    methods = [*our_methods(1, 0), "random"]
+    return (list(DATASETS).index(dataset), noise, methods.index(method), implementation != "llm_attrib",
+            implementation)
 
 
 def main() -> None:
@@ -173,14 +215,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", type=int, default=1000, help="utility evaluations for TMC / Beta / Banzhaf")
     parser.add_argument("--n-train", type=int, default=300)
-    parser.add_argument("--no-pydvl", action="store_true")
+    parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS),
+                        help="peer libraries to run beside ours (none: --peers)")
+    parser.add_argument("--peer-seed-offset", type=int, default=1000,
+                        help="peers use seed + this (0 reproduces our random streams in pyDVL: see the docstring)")
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
     datasets = ["breast_cancer"] if args.quick else list(DATASETS)
     seeds = range(1 if args.quick else args.seeds)
     budget, n_train = (300, 200) if args.quick else (args.budget, args.n_train)
     rows = [row for dataset in datasets for noise in (0.1, 0.2) for seed in seeds
-            for row in run_case(dataset, n_train, noise, seed, budget, not args.no_pydvl)]
+            for row in run_case(dataset, n_train, noise, seed, budget, args.peers, args.peer_seed_offset)]
     command = "python eval/valuation/noisy_labels.py" + (" --quick" if args.quick else
                                                         f" --seeds {args.seeds} --budget {budget} --n-train {n_train}")
     header = (f"Noisy-label detection, base model logistic regression, {len(list(seeds))} seed(s), budget {budget} "

@@ -1,7 +1,7 @@
 """Run pyDVL 0.10's valuation methods on arrays from ``noisy_labels.py`` (runs in pyDVL's own venv).
 
 Usage: ``python pydvl_runner.py CASE_DIR`` where CASE_DIR holds X_train.npy, y_train.npy, X_val.npy,
-y_val.npy and budgets.json ({method: {parameter: value}}); writes pydvl_<method>.npy and pydvl_times.json.
+y_val.npy and budgets.json ({method: {parameter: value}}); writes <method>.npy and times.json.
 pyDVL is a benchmark peer only, never a dependency of llm_attrib.
 """
 
@@ -49,8 +49,8 @@ def main(case_dir: Path) -> None:
         start = time.perf_counter()
         result = runners[method](budget)
         times[method] = time.perf_counter() - start
-        np.save(case_dir / f"pydvl_{method}.npy", np.asarray(result.values, dtype=float))
-    (case_dir / "pydvl_times.json").write_text(json.dumps(times))
+        np.save(case_dir / f"{method}.npy", np.asarray(result.values, dtype=float))
+    (case_dir / "times.json").write_text(json.dumps(times))
 
 
 if __name__ == "__main__":

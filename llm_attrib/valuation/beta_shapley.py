@@ -15,13 +15,14 @@ from llm_attrib.valuation.utility import Scorer
 
 
 class BetaShapley(MSRSemivalue):
-    """Beta(α, β) Shapley by maximum sample reuse; subsets are drawn with uniform sizes by default so that
-    small subsets are seen (other parameters: see `MSRSemivalue`)."""
+    """Beta(α, β) Shapley by maximum sample reuse; by default subset sizes are drawn where the Beta weights
+    are (``"matched"``: for (16, 1), mostly small subsets), and importance weights correct for it (other
+    parameters: see `MSRSemivalue`)."""
 
     method_name = "beta-shapley"
 
     def __init__(self, estimator: Any, alpha: float = 16.0, beta: float = 1.0,
-                 stopping: StoppingCriterion | int = 1000, subset_distribution: str = "uniform-size",
+                 stopping: StoppingCriterion | int = 1000, subset_distribution: str = "matched",
                  scorer: str | Scorer | None = None, default_score: float = 0.0, subsets_per_round: int = 100,
                  n_jobs: int | None = None, random_state: int | None = None, progress: bool = False) -> None:
         super().__init__(estimator, stopping, subset_distribution, scorer, default_score, subsets_per_round,

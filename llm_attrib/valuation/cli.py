@@ -1,5 +1,6 @@
 """``llm-attrib value``: value each row of a tabular data file (csv, json, jsonl, parquet) and write one value
-per row (higher = more valuable) to CSV or JSON."""
+per row (higher = more valuable) to CSV or JSON. Rows are numeric feature columns, or a text column embedded
+by a local Hugging Face model (``--text-column COL --embed-model PATH``: mean-pooled last hidden states)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from llm_attrib.errors import UserInputError
 from llm_attrib.valuation.estimators import ESTIMATORS, make_estimator
 from llm_attrib.valuation.knn_shapley import resolve_task
 from llm_attrib.valuation.registry import VALUATION_METHODS, make_method
+from llm_attrib.valuation.text import POOLINGS, embed_texts, load_embedding_model, text_columns
 
 DATA_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -25,7 +27,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--method", required=True, help=f"one of: {', '.join(VALUATION_METHODS)}")
     parser.add_argument("--data", required=True, help="training data file (.csv, .json, .jsonl, .parquet)")
     parser.add_argument("--label-column", required=True)
-    parser.add_argument("--feature-columns", nargs="+", help="numeric feature columns (default: all others)")
+    features = parser.add_mutually_exclusive_group()
+    features.add_argument("--feature-columns", nargs="+", help="numeric feature columns (default: all others)")
+    features.add_argument("--text-column", help="a text column to embed with --embed-model instead of features")
+    parser.add_argument("--embed-model", help="local Hugging Face model folder that embeds --text-column")
+    parser.add_argument("--pooling", default="mean", choices=list(POOLINGS),
+                        help="how --embed-model's last hidden states are pooled over a text's tokens")
     parser.add_argument("--val-data", help="validation data file (needed by all methods but data-oob)")
     parser.add_argument("--estimator", default="logistic", help=f"base model: one of {', '.join(ESTIMATORS)}")
     parser.add_argument("--task", default="auto", choices=["auto", "classification", "regression"])
@@ -40,12 +47,13 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     if Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise UserInputError(f"cannot write values to {args.out}: use a .csv or .json file name")
-    train = load_table(args.data)
-    features = args.feature_columns or [name for name in train.column_names if name != args.label_column]
-    X_train, y_train = table_arrays(train, features, args.label_column, args.data)
+    if args.text_column and not args.embed_model:
+        raise UserInputError("--text-column needs --embed-model, a local Hugging Face model folder")
+    to_arrays = text_embedder(args) if args.text_column else numeric_features(args)
+    X_train, y_train = to_arrays(load_table(args.data), args.data)
     X_val = y_val = None
     if args.val_data:
-        X_val, y_val = table_arrays(load_table(args.val_data), features, args.label_column, args.val_data)
+        X_val, y_val = to_arrays(load_table(args.val_data), args.val_data)
     task = resolve_task(args.task, y_train)
     shared = {"estimator": make_estimator(args.estimator, task, args.seed), "random_state": args.seed,
               "n_jobs": args.n_jobs, "task": task, "progress": True}
@@ -68,6 +76,30 @@ def load_table(path: str) -> Any:
     from datasets import load_dataset
 
     return load_dataset(DATA_BUILDERS[suffix], data_files=str(path), split="train")
+
+
+TableArrays = Callable[[Any, str], tuple[np.ndarray, np.ndarray]]
+
+
+def numeric_features(args: argparse.Namespace) -> TableArrays:
+    """``(table, path) -> (X, y)`` from ``--feature-columns`` (default: every column but the label)."""
+
+    def to_arrays(table: Any, path: str) -> tuple[np.ndarray, np.ndarray]:
+        features = args.feature_columns or [name for name in table.column_names if name != args.label_column]
+        return table_arrays(table, features, args.label_column, path)
+
+    return to_arrays
+
+
+def text_embedder(args: argparse.Namespace) -> TableArrays:
+    """``(table, path) -> (X [rows, hidden], y)``: ``--text-column`` embedded by ``--embed-model``."""
+    model, tokenizer = load_embedding_model(args.embed_model)
+
+    def to_arrays(table: Any, path: str) -> tuple[np.ndarray, np.ndarray]:
+        texts, labels = text_columns(table, args.text_column, args.label_column, path)
+        return embed_texts(model, tokenizer, texts, pooling=args.pooling), labels
+
+    return to_arrays
 
 
 def table_arrays(table: Any, features: list[str], label_column: str, path: str) -> tuple[np.ndarray, np.ndarray]:

@@ -32,40 +32,57 @@ from llm_attrib.valuation.stopping import StoppingCriterion
 from llm_attrib.valuation.utility import Scorer, Utility
 
 
-@dataclass(frozen=True)
-class SubsetDistribution:
-    """How subsets are drawn: ``draw(rng, n) -> bool mask [n]`` and ``log q(S)`` by subset size."""
-
-    draw: Callable[[np.random.Generator, int], np.ndarray]
-    log_probability: Callable[[int, np.ndarray], np.ndarray]
+SizeDistribution = Callable[[int, LogWeight], np.ndarray]
+MATCHED_UNIFORM_SHARE = 0.1  # share of uniform sizes in the "matched" sampler (defensive importance sampling)
 
 
-def _draw_independent(rng: np.random.Generator, n: int) -> np.ndarray:
-    return rng.random(n) < 0.5
+def _independent_sizes(n: int, log_weight: LogWeight) -> np.ndarray:
+    # each point in with probability 1/2: size ~ Binomial(n, 1/2), q(S) = 2^-n; the natural sampler for Banzhaf
+    return log_binomial(n, np.arange(n + 1.0)) - n * np.log(2.0)
 
 
-def _draw_uniform_size(rng: np.random.Generator, n: int) -> np.ndarray:
-    mask = np.zeros(n, dtype=bool)
-    mask[rng.choice(n, size=rng.integers(0, n + 1), replace=False)] = True
-    return mask
+def _uniform_sizes(n: int, log_weight: LogWeight) -> np.ndarray:
+    # size uniform on 0..n: every size is seen equally often, whatever the weighting
+    return np.full(n + 1, -np.log(n + 1.0))
 
 
-SUBSET_DISTRIBUTIONS: dict[str, SubsetDistribution] = {
-    # each point in with probability 1/2: q(S) = 2^-n, the natural sampler for Banzhaf
-    "independent": SubsetDistribution(_draw_independent, lambda n, sizes: np.full(np.shape(sizes), -n * np.log(2.0))),
-    # size uniform on 0..n, then a uniform subset of that size: covers small subsets (Shapley, Beta Shapley)
-    "uniform-size": SubsetDistribution(
-        _draw_uniform_size, lambda n, sizes: -np.log(n + 1.0) - log_binomial(n, np.asarray(sizes, dtype=float))),
+def _matched_sizes(n: int, log_weight: LogWeight) -> np.ndarray:
+    """Sizes where the weighting has its mass: ``½ [m(s − 1) + m(s)]`` with ``m(k) = C(n−1, k) w(k)`` (the
+    semivalue's distribution of ``|T|``; ``s − 1`` for subsets with ``i``, ``s`` without), mixed with
+    ``MATCHED_UNIFORM_SHARE`` of uniform sizes so that every size keeps some probability. For Banzhaf this is
+    Binomial(n, ½), for Shapley nearly uniform; for Beta(16, 1) most subsets have fewer than n/8 points."""
+    k = np.arange(n, dtype=float)
+    mass = np.exp(log_binomial(n - 1, k) + log_weight(n, k))
+    matched = 0.5 * (np.concatenate([[0.0], mass]) + np.concatenate([mass, [0.0]]))
+    return np.log((1 - MATCHED_UNIFORM_SHARE) * matched / matched.sum() + MATCHED_UNIFORM_SHARE / (n + 1))
+
+
+SIZE_DISTRIBUTIONS: dict[str, SizeDistribution] = {
+    "independent": _independent_sizes,
+    "uniform-size": _uniform_sizes,
+    "matched": _matched_sizes,
 }
+"""Subset samplers by name: ``(n, log_weight) -> log P(|S| = s)`` float ``[n + 1]``; a subset is a size drawn
+from it, then a uniform subset of that size, so ``log q(S) = log P(|S|) − log C(n, |S|)``."""
+
+
+def draw_subset(rng: np.random.Generator, log_size_probabilities: np.ndarray) -> np.ndarray:
+    """Bool mask ``[n]``: a size drawn from ``exp(log_size_probabilities)`` ``[n + 1]``, then a uniform subset."""
+    n = len(log_size_probabilities) - 1
+    probabilities = np.exp(log_size_probabilities)
+    mask = np.zeros(n, dtype=bool)
+    mask[rng.choice(n, size=rng.choice(n + 1, p=probabilities / probabilities.sum()), replace=False)] = True
+    return mask
 
 
 @dataclass(frozen=True)
 class SampledUtilities:
-    """Subsets as bool masks ``[m, n]``, their utilities ``[m]``, and the distribution they came from."""
+    """Subsets as bool masks ``[m, n]``, their utilities ``[m]``, and ``log q(S)`` ``[m]``, the log probability
+    of each subset under the sampler that drew it (any weighting can reuse them)."""
 
     masks: np.ndarray
     utilities: np.ndarray
-    distribution: str
+    log_probabilities: np.ndarray
 
     def __len__(self) -> int:
         return len(self.utilities)
@@ -80,7 +97,7 @@ def estimate_semivalue(samples: SampledUtilities, log_weight: LogWeight) -> tupl
     masks = samples.masks.astype(float)
     n = masks.shape[1]
     sizes = samples.masks.sum(axis=1)
-    log_q = SUBSET_DISTRIBUTIONS[samples.distribution].log_probability(n, sizes)
+    log_q = samples.log_probabilities
     centred = samples.utilities - samples.utilities.mean()  # self-normalised means are shift-invariant
     mean_in, var_in = _weighted_means(masks, centred, log_weight(n, np.maximum(sizes - 1, 0)) - log_q, sizes > 0)
     mean_out, var_out = _weighted_means(1.0 - masks, centred, log_weight(n, np.minimum(sizes, n - 1)) - log_q,
@@ -107,7 +124,8 @@ class MSRSemivalue(UtilityValuation):
     """Base of semivalues estimated by MSR. Subclasses give the weighting (`log_weight`).
 
     stopping: a `StoppingCriterion` or an int (that many sampled subsets).
-    subset_distribution: a key of `SUBSET_DISTRIBUTIONS`.
+    subset_distribution: a key of `SIZE_DISTRIBUTIONS`; ``"matched"`` draws sizes where this semivalue's
+    weights are (the default of `BetaShapley`), ``"independent"`` suits Banzhaf.
     After ``fit``, ``samples_`` holds the sampled subsets and utilities, which `value_samples` can reuse
     for another weighting without training again.
     """
@@ -136,34 +154,34 @@ class MSRSemivalue(UtilityValuation):
         return ValuationResult(values, stderr, np.full(len(values), len(samples)), self.method_name, len(samples))
 
     def _value(self, X_train, y_train, X_val, y_val) -> ValuationResult:
-        if self.subset_distribution not in SUBSET_DISTRIBUTIONS:
+        if self.subset_distribution not in SIZE_DISTRIBUTIONS:
             raise UserInputError(f"unknown subset_distribution {self.subset_distribution!r}: "
-                                 f"choose one of {', '.join(SUBSET_DISTRIBUTIONS)}")
+                                 f"choose one of {', '.join(SIZE_DISTRIBUTIONS)}")
         utility = self.make_utility(X_train, y_train, X_val, y_val)
-        accumulator = _SubsetAccumulator(utility.n_train, self.subset_distribution, self.log_weight())
-        work = partial(_sample_subsets, utility, root_entropy(self.random_state), self.subset_distribution)
+        log_sizes = SIZE_DISTRIBUTIONS[self.subset_distribution](utility.n_train, self.log_weight())
+        accumulator = _SubsetAccumulator(log_sizes, self.log_weight())
+        work = partial(_sample_subsets, utility, root_entropy(self.random_state), log_sizes)
         sample_until(work, accumulator, as_criterion(self.stopping), self.n_jobs, self.subsets_per_round,
                      self.progress, self.method_name)
         self.samples_ = accumulator.samples()
         return self.value_samples(self.samples_)
 
 
-def _sample_subsets(utility: Utility, entropy: int, distribution: str,
+def _sample_subsets(utility: Utility, entropy: int, log_size_probabilities: np.ndarray,
                     tasks: np.ndarray) -> list[tuple[np.ndarray, float]]:
     """Per task: ``(mask [n], U(subset))`` for one seeded subset."""
-    draw = SUBSET_DISTRIBUTIONS[distribution].draw
     results = []
     for task in tasks:
-        mask = draw(task_rng(entropy, int(task)), utility.n_train)
+        mask = draw_subset(task_rng(entropy, int(task)), log_size_probabilities)
         results.append((mask, utility(np.flatnonzero(mask))))
     return results
 
 
 class _SubsetAccumulator:
-    def __init__(self, n: int, distribution: str, log_weight: LogWeight) -> None:
+    def __init__(self, log_size_probabilities: np.ndarray, log_weight: LogWeight) -> None:
         self.n_iterations = 0
         self.n_evaluations = 0
-        self.distribution = distribution
+        self.log_size_probabilities = log_size_probabilities
         self.log_weight = log_weight
         self.masks: list[np.ndarray] = []
         self.utilities: list[float] = []
@@ -175,7 +193,11 @@ class _SubsetAccumulator:
         self.n_iterations = self.n_evaluations = len(self.utilities)
 
     def samples(self) -> SampledUtilities:
-        return SampledUtilities(np.array(self.masks), np.array(self.utilities), self.distribution)
+        masks = np.array(self.masks)
+        n = masks.shape[1]
+        sizes = masks.sum(axis=1)
+        return SampledUtilities(masks, np.array(self.utilities),
+                                self.log_size_probabilities[sizes] - log_binomial(n, sizes.astype(float)))
 
     def estimate(self) -> tuple[np.ndarray, np.ndarray]:
         return estimate_semivalue(self.samples(), self.log_weight)

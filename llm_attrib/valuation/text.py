@@ -51,7 +51,19 @@ def embed_texts(model: torch.nn.Module, tokenizer: Any, texts: Sequence[str], ba
     return np.concatenate(blocks) if blocks else np.zeros((0, model.config.hidden_size))
 
 
-def _columns(dataset: Any, text_column: str, label_column: str, name: str) -> tuple[list[str], np.ndarray]:
+def load_embedding_model(path: str) -> tuple[torch.nn.Module, Any]:
+    """``(model, tokenizer)`` from a local Hugging Face model folder; a causal LM loads without its head."""
+    from pathlib import Path
+
+    if not Path(path, "config.json").is_file():
+        raise UserInputError(f"no Hugging Face model folder (with config.json) at {path}")
+    from transformers import AutoModel, AutoTokenizer
+
+    return AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def text_columns(dataset: Any, text_column: str, label_column: str, name: str) -> tuple[list[str], np.ndarray]:
+    """``(texts, labels [rows])`` of a `datasets.Dataset` or dict of columns; one-line errors for bad columns."""
     names = getattr(dataset, "column_names", None) or list(dataset.keys())
     for column in (text_column, label_column):
         if column not in names:
@@ -68,11 +80,11 @@ def value_dataset(dataset: Any, text_column: str, label_column: str, model: torc
     ``method`` is a name in `VALUATION_METHODS`; ``estimator`` (default: logistic regression) is the base
     model for methods that train one; ``method_params`` go to the method (e.g. ``random_state``).
     """
-    texts, labels = _columns(dataset, text_column, label_column, "the training data")
+    texts, labels = text_columns(dataset, text_column, label_column, "the training data")
     X_train = embed_texts(model, tokenizer, texts, batch_size, pooling)
     X_val = y_val = None
     if val_dataset is not None:
-        val_texts, y_val = _columns(val_dataset, text_column, label_column, "the validation data")
+        val_texts, y_val = text_columns(val_dataset, text_column, label_column, "the validation data")
         X_val = embed_texts(model, tokenizer, val_texts, batch_size, pooling)
     if estimator is None:
         from sklearn.linear_model import LogisticRegression
