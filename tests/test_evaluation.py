@@ -236,3 +236,65 @@ def test_evaluate_provenance_flags_the_planted_work():
     report = evaluate_provenance(scores, ["A", "A", "B", None], ["A", "A", "B", "X", "Y", "Z"],
                                  [False, False, False, True, True, True], quantile=1.0)
     assert report["recall"] == 1.0 and report["precision"] == 1.0 and report["threshold"] == pytest.approx(0.4)
+
+
+def _tiny_benchmark(n_query: int = 2):
+    from llm_attrib.demo.model import tiny_gpt2
+    from llm_attrib.demo.tokenizer import train_tokenizer
+    from llm_attrib.evaluation.benchmarks import Benchmark
+    from llm_attrib.evaluation.retrain import DemoRetrainer
+
+    records = [{"id": f"r{i}", "prompt": f"Q: item {i}?", "completion": f" it is {w}"}
+               for i, w in enumerate("ab cd ef gh ij kl".split())]
+    tokenizer = train_tokenizer([r["prompt"] + r["completion"] for r in records], vocab_size=280, model_max_length=32)
+    build = lambda seed: tiny_gpt2(len(tokenizer), n_positions=32, n_embd=16, n_layer=1, n_head=2, seed=seed,
+                                   pad_token_id=tokenizer.pad_token_id)
+    retrain = DemoRetrainer(build, tokenizer, epochs=2, lr=1e-2, batch_size=2)
+    return Benchmark("tiny", retrain(records, 0), tokenizer, records, records[:n_query], retrain)
+
+
+def test_damping_variants_share_one_fit_and_match_a_fresh_fit():
+    from llm_attrib.attributors import DAMPINGS, influence
+    from llm_attrib.evaluation.suite import run_method
+
+    torch.set_num_threads(1)
+    benchmark = _tiny_benchmark()
+    fitted = {}
+    runs = {label: run_method(influence("ekfac", damping=value), benchmark, fitted) for label, value in DAMPINGS.items()}
+    assert len(fitted) == 1 and [r.shared_fit for r in runs.values()] == [False, True, True]
+    assert len({r.fit_seconds for r in runs.values()}) == 1  # the shared fit's seconds, reported for each
+    assert not torch.allclose(runs["1e-8"].scores.values, runs["heuristic"].scores.values)
+    for label, value in DAMPINGS.items():
+        assert runs[label].scores.metadata["damping"] == value
+        fresh = run_method(influence("ekfac", damping=value), benchmark).scores.values
+        assert torch.allclose(runs[label].scores.values, fresh, rtol=1e-4, atol=1e-6 * float(fresh.abs().max()))
+
+
+def test_mislabel_rows_come_from_attributor_evaluators_without_queries():
+    from llm_attrib.attributors import ATTRIBUTORS
+    from llm_attrib.evaluation.mislabel import detection_report, self_influence_scores
+    from llm_attrib.evaluation.suite import evaluate_benchmark, markdown_table
+
+    torch.set_num_threads(1)
+    benchmark = _tiny_benchmark(n_query=0)
+    labels = torch.tensor([True, False, True, False, False, False])
+    benchmark.attributor_evaluators.append(
+        lambda attributor: detection_report(self_influence_scores(attributor, benchmark.train_records), labels, ks=(2,)))
+    rows = evaluate_benchmark(benchmark, {k: ATTRIBUTORS[k] for k in ("random", "grad-dot")}, None)
+    for row in rows.values():
+        assert "error" not in row and 0.0 <= row["auroc"] <= 1.0 and "precision@2" in row and row["seconds"] >= 0
+    table = markdown_table({"mislabel": {"methods": {k: {**v, "precision@k": v["precision@2"]} for k, v in rows.items()}},
+                            "roleplay": {"methods": {"random": {"lds": 0.1, "lds_stderr": 0.01, "seconds": 0.0}}}})
+    assert table.count("| method |") == 2 and "mislabel AUROC" in table and "roleplay LDS" in table
+
+
+def test_ground_truth_caches_are_named_by_their_sizes(tmp_path):
+    from pathlib import Path
+
+    from llm_attrib.evaluation.benchmarks import Benchmark
+    from llm_attrib.evaluation.suite import SuiteConfig, _truth_dir
+
+    config = SuiteConfig(data_dir=Path(), out_dir=Path(), cache_dir=tmp_path)
+    bench = Benchmark("b", None, None, [], [], None, settings={"n_train": 10})
+    assert _truth_dir(config, "lds-b", bench, 16, 0.5, 1) == _truth_dir(config, "lds-b", bench, 16, 0.5, 1)
+    assert _truth_dir(config, "lds-b", bench, 16, 0.5, 1) != _truth_dir(config, "lds-b", bench, 32, 0.5, 1)

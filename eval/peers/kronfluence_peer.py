@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import re
 import tempfile
+import time
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -101,9 +102,10 @@ class KronfluencePeer:
     method = "kronfluence-ekfac"
 
     def __init__(self, model: nn.Module, tokenizer: Any, strategy: str = "ekfac", damping: float | None = 1e-8,
-                 batch_size: int = 16, seed: int = 0):
+                 batch_size: int = 16, seed: int = 0, fisher: str = "sampled"):
         self.model = conv1d_to_linear(model).eval()
         self.tokenizer, self.strategy, self.damping, self.batch_size, self.seed = tokenizer, strategy, damping, batch_size, seed
+        self.fisher = fisher  # "sampled" (true Fisher, targets drawn from the model) or "empirical" (the data's targets)
         self.tracked = [name for name, m in self.model.named_modules() if isinstance(m, nn.Linear) and re.search(MLP_PATTERN, name)]
         self._workdir = tempfile.TemporaryDirectory(prefix="kronfluence_peer_")
         self._analyzer: Any = None
@@ -133,8 +135,18 @@ class KronfluencePeer:
                                   output_dir=self._workdir.name)
         self._analyzer.set_dataloader_kwargs(self._loader_kwargs())
         self._train = self._dataset(train_records)
-        self._analyzer.fit_all_factors(factors_name="factors", dataset=self._train, per_device_batch_size=self.batch_size,
-                                       factor_args=FactorArguments(strategy=self.strategy), overwrite_output_dir=True)
+        # fit_all_factors' three stages, called one by one so that each is timed (`self.timings`)
+        factor_args = FactorArguments(strategy=self.strategy, use_empirical_fisher=self.fisher == "empirical")
+        common = dict(factors_name="factors", factor_args=factor_args, overwrite_output_dir=True)
+        data = dict(dataset=self._train, per_device_batch_size=self.batch_size)
+        stages = [("covariance", self._analyzer.fit_covariance_matrices, data),
+                  ("eigendecomposition", self._analyzer.perform_eigendecomposition, {}),
+                  ("lambda", self._analyzer.fit_lambda_matrices, data)]
+        self.timings = {}
+        for stage, call, kwargs in stages:  # each is a no-op where the strategy does not need it
+            start = time.perf_counter()
+            call(**common, **kwargs)
+            self.timings[stage] = time.perf_counter() - start
         self._train_ids = record_ids(train_records)
         return self
 

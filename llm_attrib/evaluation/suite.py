@@ -37,7 +37,7 @@ from llm_attrib.evaluation.lds import LDSGroundTruth, evaluate_lds, lds_ground_t
 from llm_attrib.evaluation.loo import LOOGroundTruth, evaluate_loo, loo_ground_truth
 from llm_attrib.evaluation.retrain import LogLikelihoodMeasure
 from llm_attrib.scores import Scores
-from llm_attrib.store import write_json
+from llm_attrib.store import data_fingerprint, write_json
 
 ROLEPLAY_FILE, SHAKESPEARE_FILE = "gpteacher_roleplay.json", "tinyshakespeare.txt"
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -131,13 +131,20 @@ def run_method(factory: AttributorFactory, benchmark: Benchmark, fitted: dict[An
     return MethodRun(attributor, scores, fit_seconds, time.perf_counter() - start, shared)
 
 
+def _truth_dir(config: SuiteConfig, prefix: str, benchmark: Benchmark, *sizes: Any) -> Path:
+    """A ground-truth cache folder per benchmark settings and sizes, so another size gets its own cache
+    (the cache still checks its full metadata and refuses a mismatch)."""
+    return config.cache_dir / f"{prefix}-{data_fingerprint({'settings': benchmark.settings, 'sizes': sizes, 'seed': config.seed})[:10]}"
+
+
 def lds_truth(benchmark: Benchmark, config: SuiteConfig, n_subsets: int) -> LDSGroundTruth:
     return lds_ground_truth(
         benchmark.train_records, benchmark.query_records,
         retrain=benchmark.retrainer, measure=LogLikelihoodMeasure(benchmark.tokenizer),
         train_ids=[r["id"] for r in benchmark.train_records], query_ids=[r["id"] for r in benchmark.query_records],
         n_subsets=n_subsets, alpha=config.alpha, seed=config.seed, seeds_per_subset=config.seeds_per_subset,
-        cache_dir=config.cache_dir / f"lds-{benchmark.name}", settings=benchmark.settings,
+        cache_dir=_truth_dir(config, f"lds-{benchmark.name}", benchmark, n_subsets, config.alpha, config.seeds_per_subset),
+        settings=benchmark.settings,
         progress=lambda done, total: _log(f"{benchmark.name} LDS ground truth: subset {done}/{total}"),
     )
 
@@ -148,7 +155,8 @@ def loo_truth(benchmark: Benchmark, config: SuiteConfig) -> LOOGroundTruth:
         retrain=benchmark.retrainer, measure=LogLikelihoodMeasure(benchmark.tokenizer),
         train_ids=[r["id"] for r in benchmark.train_records], query_ids=[r["id"] for r in benchmark.query_records],
         n_removed=config.loo_removed, seed=config.seed, seeds_per_model=config.loo_seeds,
-        cache_dir=config.cache_dir / f"loo-{benchmark.name}", settings=benchmark.settings,
+        cache_dir=_truth_dir(config, f"loo-{benchmark.name}", benchmark, config.loo_removed, config.loo_seeds),
+        settings=benchmark.settings,
         progress=lambda done, total: _log(f"{benchmark.name} LOO ground truth: model {done}/{total}"),
     )
 
