@@ -1,6 +1,7 @@
 """Training documents scored per second: ours vs kronfluence, same model, data and queries, for several N.
 
-Run: ``python -m eval.scale.throughput [N ...]`` (default 1000 4000; writes ``eval/scale/throughput.json``).
+Run: ``python -m eval.scale.throughput [N ...]`` (default 1000 4000; updates those sizes' rows
+of ``eval/scale/throughput.json``).
 Fit (EK-FAC factors on all N documents) and score (N documents × the queries) are timed separately; the
 prefilter row scores only the TF-IDF top-``K`` candidates of each query.
 """
@@ -46,7 +47,9 @@ def main(sizes: list[int]) -> None:
                      "prefilter_docs_per_s": n / times["prefilter_score"],
                      "kronfluence_docs_per_s": n / times["kronfluence_score"]})
         print(json.dumps(rows[-1]), flush=True)
-    Path(__file__).with_name("throughput.json").write_text(json.dumps(rows, indent=2))
+    path = Path(__file__).with_name("throughput.json")
+    kept = [row for row in (json.loads(path.read_text()) if path.exists() else []) if row["n_train"] not in sizes]
+    path.write_text(json.dumps(sorted(kept + rows, key=lambda row: row["n_train"]), indent=2))
 
 
 if __name__ == "__main__":
