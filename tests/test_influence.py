@@ -120,3 +120,11 @@ def test_missing_column_in_a_data_file_is_named(tmp_path):
     path.write_text('{"prompt": "a", "answer": "b"}\n')
     with pytest.raises(UserInputError, match=r"missing column\(s\) \['completion'\]"):
         load_records(path, required=["prompt", "completion"])
+
+
+def test_relative_normalisation_divides_by_the_root_of_self_influence(gpt2, tokenizer, train_records, query_records):
+    adapter = CausalLMAdapter(gpt2, tokenizer)
+    raw = fitted(adapter, train_records)
+    relative = fitted(adapter, train_records, normalize="relative")
+    expected = raw.score(query_records, train_records).values / raw.self_influence(train_records).sqrt()[None, :]
+    torch.testing.assert_close(relative.score(query_records, train_records).values, expected)

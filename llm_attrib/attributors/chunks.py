@@ -101,8 +101,12 @@ class ScoreColumns:
         if kept.tokens is not None and previous.tokens is not None:
             previous.tokens = [[x + y for x, y in zip(p, k)] for p, k in zip(previous.tokens, kept.tokens)]
 
-    def finish(self, query_norm: torch.Tensor, cosine: bool) -> "ScoreColumns":
-        """Concatenate this process's chunks in order, gather all processes' columns, cosine-normalise if asked."""
+    def finish(self, query_norm: torch.Tensor, normalize: str | None) -> "ScoreColumns":
+        """Concatenate this process's chunks in order, gather all processes' columns, normalise if asked.
+
+        ``normalize="cosine"`` divides by the query norm and the record norm (``squared_norm`` holds ``‖G‖²``);
+        ``"relative"`` divides by the record's curvature norm only (``squared_norm`` holds its self-influence).
+        """
         starts = sorted(self._chunks)
         chunks = [self._chunks.pop(s) for s in starts]
         names = sorted({name for c in chunks for name in c.blocks})
@@ -116,8 +120,9 @@ class ScoreColumns:
         if self.per_token:
             local = [[t for c in chunks for t in (c.tokens or [[]] * self.n_query)[q]] for q in range(self.n_query)]
             self.tokens = [gather_objects(row) for row in local]
-        if cosine:
-            scale = query_norm.clamp(min=1e-30)[:, None] * squared.sqrt().clamp(min=1e-30)[None, :]
+        if normalize is not None:
+            record_norm = squared.clamp(min=0).sqrt().clamp(min=1e-30)[None, :]
+            scale = query_norm.clamp(min=1e-30)[:, None] * record_norm if normalize == "cosine" else record_norm
             self.values = self.values / scale
             modules = {k: v / scale for k, v in modules.items()}
             self.tokens = [[t / scale[q, n] for n, t in enumerate(row)] for q, row in enumerate(self.tokens)]

@@ -5,6 +5,9 @@ minus the training loss of example ``z`` and ``N`` the training-set size. **Posi
 raises the query's log-probability**: to first order, removing ``z`` and retraining lowers ``f(q)`` by
 ``score[q, z]`` (the Fisher standing in for the Hessian). With identity curvature the score is the plain
 gradient inner product ("grad-dot"), and ``normalize="cosine"`` divides by both gradients' norms ("grad-cos").
+``normalize="relative"`` (RelatIF, Barshan et al. 2020) divides each training example's score by
+``sqrt(∇log p(z)ᵀ (N·(F̄ + λI))⁻¹ ∇log p(z))``, so examples with large, atypical gradients do not dominate every
+query's ranking; signs are unchanged.
 
 The training set is streamed in batches: preconditioned query gradients are computed once, then each
 training batch contributes ``Σ_t g_tᵀ Q a_t`` per layer (`llm_attrib.contraction`), never holding all
@@ -32,7 +35,7 @@ from llm_attrib.scores import Scores
 from llm_attrib.store import data_fingerprint, load_tensors, save_tensors
 
 DEFAULT_DAMPING: float | str = 1e-8
-NORMALIZATIONS = (None, "cosine")
+NORMALIZATIONS = (None, "cosine", "relative")
 
 
 def sample_indices(n: int, max_examples: int | None, seed: int) -> list[int]:
@@ -53,7 +56,8 @@ class InfluenceAttributor:
         adapter: what is differentiated (`CausalLMAdapter`, `ClassifierAdapter`).
         curvature: "ekfac" (default), "kfac", "diagonal", "identity", "explicit", or a `Curvature`.
         damping: absolute λ added to the per-example Fisher's eigenvalues, or "heuristic" (0.1 × mean eigenvalue).
-        normalize: None, or "cosine" (divide by the norms of the query and training gradients).
+        normalize: None, "cosine" (divide by the norms of the query and training gradients), or "relative"
+            (divide by the square root of the training example's self-influence; RelatIF).
         max_examples: fit the curvature on a seeded random sample of at most this many training examples.
         batch_size: examples per forward/backward pass.
         seed: seeds the curvature sample and the sampled Fisher targets.
@@ -246,7 +250,7 @@ class InfluenceAttributor:
                     if store is not None:
                         store.save(part, start, records, chunk)
                 columns.add(start, records, chunk)
-        return columns.finish(query_sq_norm.sqrt(), self.normalize == "cosine")
+        return columns.finish(query_sq_norm.sqrt(), self.normalize)
 
     def _score_chunk(self, start: int, records: Sequence[Any], layers: Sequence[TrackedLayer],
                      contractions: Mapping[str, QueryMatrices], per_token: bool) -> ChunkScores:
@@ -255,6 +259,7 @@ class InfluenceAttributor:
         blocks: dict[str, torch.Tensor] = {}
         tokens: torch.Tensor | None = None
         squared_norm = torch.zeros(len(batch), dtype=torch.float64, device=self.adapter.device)
+        record_grads: Grads = {}
         with LayerCapture(layers) as capture:
             objective = self.adapter.log_prob(batch)
             for layer, a, g in capture.output_gradients(objective.sum()):
@@ -267,6 +272,11 @@ class InfluenceAttributor:
                     blocks[layer.name] = contraction.scores(a, g)
                 if self.normalize == "cosine":
                     squared_norm += squared_norms(a.double(), g.double())
+                elif self.normalize == "relative":
+                    record_grads[layer.name] = per_example_gradients(a.double(), g.double())
+        if record_grads:
+            preconditioned = self.curvature.precondition(record_grads)
+            squared_norm += sum((record_grads[k] * preconditioned[k]).flatten(1).sum(dim=1) for k in record_grads)
         token_parts = None
         if tokens is not None:
             mask = self.adapter.token_mask(batch)
@@ -308,6 +318,8 @@ class InfluenceAttributor:
     def units(self) -> str:
         if self.normalize == "cosine":
             return "cosine similarity of gradients (positive = raises the query's log-probability)"
+        if self.normalize == "relative":
+            return "influence / sqrt(self-influence of the example) (RelatIF; positive = raises the query's log-probability)"
         if self.curvature.kind == "identity":
             return "gradient inner product (positive = raises the query's log-probability)"
         return "predicted drop of the query's log-probability if the example were removed (first order)"
