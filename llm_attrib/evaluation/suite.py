@@ -52,13 +52,13 @@ class SuiteConfig:
     cache_dir: Path
     n_train: int = 160
     n_query: int = 32
-    n_subsets: int = 32
+    n_subsets: int = 64
     alpha: float = 0.5
     seeds_per_subset: int = 1
     facts_subsets: int = 0
     loo_train: int = 48
     loo_removed: int = 16
-    loo_seeds: int = 4
+    loo_seeds: int = 8
     mislabel_train: int = 160
     mislabel_fraction: float = 0.15
     methods: tuple[str, ...] = ()
