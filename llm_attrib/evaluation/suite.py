@@ -314,7 +314,7 @@ def run_suite(config: SuiteConfig) -> dict[str, dict[str, Any]]:
     total = time.perf_counter() - started
     notes = (
         f"Measured by `python -m eval.run` in {total:.0f} s on {platform.machine()} "
-        f"({torch.get_num_threads()} torch threads). "
+        f"({torch.get_num_threads()} torch thread{'s' if torch.get_num_threads() != 1 else ''}). "
         + "; ".join(f"{b}: {r['n_train']} train, {r['n_query']} queries"
                     + (f", LDS over {r['lds']['n_subsets']} subsets (α={r['lds']['alpha']})" if r["lds"] else "")
                     + (f", LOO of {r['loo']['n_removed']} removed examples × {r['loo']['seeds_per_model']} seeds"
