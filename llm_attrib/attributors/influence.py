@@ -28,13 +28,13 @@ from llm_attrib.adapters.base import Adapter
 from llm_attrib.attributors.chunks import ChunkScores, ChunkStore, ScoreColumns
 from llm_attrib.capture import LayerCapture, TrackedLayer, per_example_gradients
 from llm_attrib.contraction import QueryMatrices, query_matrices, squared_norms
+from llm_attrib.curvature.base import DEFAULT_DAMPING
 from llm_attrib.curvature import Curvature, Grads, make_curvature
 from llm_attrib.distributed import gather_columns, shard_batches
 from llm_attrib.errors import UserInputError
 from llm_attrib.scores import Scores
 from llm_attrib.store import data_fingerprint, load_tensors, save_tensors
 
-DEFAULT_DAMPING: float | str = 1e-8
 NORMALIZATIONS = (None, "cosine", "relative")
 
 

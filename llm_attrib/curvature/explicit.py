@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from llm_attrib.capture import TrackedLayer, per_example_gradients
-from llm_attrib.curvature.base import Curvature, Grads, add_to, example_count, check_finite, resolve_damping
+from llm_attrib.curvature.base import DEFAULT_DAMPING, Curvature, Grads, add_to, example_count, check_finite, resolve_damping
 from llm_attrib.errors import UserInputError
 
 MAX_PARAMETERS = 20_000
@@ -23,7 +23,7 @@ class ExplicitCurvature(Curvature):
 
     kind = "explicit"
 
-    def __init__(self, damping: float | str = 1e-8, block_diagonal: bool = False):
+    def __init__(self, damping: float | str = DEFAULT_DAMPING, block_diagonal: bool = False):
         super().__init__(damping)
         self.block_diagonal = block_diagonal
         self._pending: dict[str, torch.Tensor] = {}
