@@ -254,19 +254,19 @@ def _tiny_benchmark(n_query: int = 2):
 
 
 def test_damping_variants_share_one_fit_and_match_a_fresh_fit():
-    from llm_attrib.attributors import DAMPINGS, influence
+    from llm_attrib.attributors import DAMPINGS, influence_factory
     from llm_attrib.evaluation.suite import run_method
 
     torch.set_num_threads(1)
     benchmark = _tiny_benchmark()
     fitted = {}
-    runs = {label: run_method(influence("ekfac", damping=value), benchmark, fitted) for label, value in DAMPINGS.items()}
+    runs = {label: run_method(influence_factory("ekfac", damping=value), benchmark, fitted) for label, value in DAMPINGS.items()}
     assert len(fitted) == 1 and [r.shared_fit for r in runs.values()] == [False, True, True]
     assert len({r.fit_seconds for r in runs.values()}) == 1  # the shared fit's seconds, reported for each
     assert not torch.allclose(runs["1e-8"].scores.values, runs["heuristic"].scores.values)
     for label, value in DAMPINGS.items():
         assert runs[label].scores.metadata["damping"] == value
-        fresh = run_method(influence("ekfac", damping=value), benchmark).scores.values
+        fresh = run_method(influence_factory("ekfac", damping=value), benchmark).scores.values
         assert torch.allclose(runs[label].scores.values, fresh, rtol=1e-4, atol=1e-6 * float(fresh.abs().max()))
 
 

@@ -24,7 +24,7 @@ DAMPINGS: dict[str, float | str] = {"1e-8": 1e-8, "1e-4": 1e-4, "heuristic": "he
 per-layer 0.1 × mean eigenvalue."""
 
 
-def influence(curvature: str, normalize: str | None = None, damping: float | str | None = None) -> AttributorFactory:
+def influence_factory(curvature: str, normalize: str | None = None, damping: float | str | None = None) -> AttributorFactory:
     """Factory of an `InfluenceAttributor` on the MLP layers of a causal LM (identity curvature = grad-dot);
     ``damping=None`` keeps the attributor's default."""
 
@@ -45,11 +45,11 @@ ATTRIBUTORS: dict[str, AttributorFactory] = {
     "random": lambda model, tokenizer: RandomAttributor(seed=0),
     "tfidf": lambda model, tokenizer: TfidfAttributor(),
     "bm25": lambda model, tokenizer: BM25Attributor(),
-    "grad-dot": influence("identity"),
-    "grad-cos": influence("identity", normalize="cosine"),
-    "influence-diagonal": influence("diagonal"),
-    "influence-kfac": influence("kfac"),
-    "influence-ekfac": influence("ekfac"),
-    **{f"influence-{kind}@{label}": influence(kind, damping=value)
+    "grad-dot": influence_factory("identity"),
+    "grad-cos": influence_factory("identity", normalize="cosine"),
+    "influence-diagonal": influence_factory("diagonal"),
+    "influence-kfac": influence_factory("kfac"),
+    "influence-ekfac": influence_factory("ekfac"),
+    **{f"influence-{kind}@{label}": influence_factory(kind, damping=value)
        for kind in ("kfac", "ekfac") for label, value in DAMPINGS.items()},
 }
