@@ -58,9 +58,9 @@ class Peer:
 
 
 PEERS: dict[str, Peer] = {
-    "pydvl": Peer("pyDVL 0.10", Path(os.environ.get("PYDVL_PYTHON", "/work/venv-pydvl/bin/python")),
+    "pydvl": Peer("pyDVL 0.10", Path(os.environ.get("PYDVL_PYTHON", "../venv-pydvl/bin/python")),
                   "pydvl_runner.py"),
-    "odv": Peer("OpenDataVal 1.3", Path(os.environ.get("ODV_PYTHON", "/work/venv-odv/bin/python")),
+    "odv": Peer("OpenDataVal 1.3", Path(os.environ.get("ODV_PYTHON", "../venv-odv/bin/python")),
                 "odv_runner.py"),
 }
 

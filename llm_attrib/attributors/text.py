@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -26,7 +28,7 @@ from llm_attrib.store import data_fingerprint
 Record = Mapping[str, Any]
 
 
-class TextAttributor:
+class TextAttributor(ABC):
     """Base of the text baselines: an index of the training texts and a query-vs-index similarity.
 
     Subclasses implement ``_index(texts)`` (called by `fit`) and ``_similarity(texts) -> [n_query, n_train]``.
@@ -72,11 +74,13 @@ class TextAttributor:
         values = self.score(query_records).values
         return torch.topk(values, min(k, values.shape[1]), dim=1).indices
 
+    @abstractmethod
     def _index(self, texts: list[str]) -> None:
-        raise NotImplementedError
+        """Build the index of the training texts."""
 
+    @abstractmethod
     def _similarity(self, texts: list[str]) -> np.ndarray:
-        raise NotImplementedError
+        """``[n_query, n_train]`` similarity of each query text to each indexed training text."""
 
 
 class RandomAttributor(TextAttributor):
