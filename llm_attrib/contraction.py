@@ -25,11 +25,15 @@ def per_token_inner_products(queries: torch.Tensor, a: torch.Tensor, g: torch.Te
 
 
 def inner_products(queries: torch.Tensor, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``[n, B]``: ``⟨Q_q, G_b⟩`` by whichever of the two contractions needs fewer operations."""
+    """``[n, B]``: ``⟨Q_q, G_b⟩`` by whichever of the two contractions needs fewer operations.
+
+    The materialised path is one ``[n, O·I] @ [O·I, B]`` matrix product (an einsum over ``qoi,boi`` is ~10×
+    slower on CPU: it does not fold ``O`` and ``I`` into one dimension), so ``queries`` should be contiguous.
+    """
     n, (b, t, _) = queries.shape[0], a.shape
     if n * t < t + n:  # only when n == 1 or t == 1 can the per-token path be cheaper
         return per_token_inner_products(queries, a, g).sum(dim=-1)
-    return torch.einsum("qoi,boi->qb", queries, per_example_gradients(a, g))
+    return queries.reshape(n, -1) @ per_example_gradients(a, g).reshape(b, -1).T
 
 
 def squared_norms(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -48,7 +52,7 @@ class QueryMatrices:
     """
 
     def __init__(self, matrices: torch.Tensor, dtype: torch.dtype | None = None):
-        self.matrices = matrices if dtype is None else matrices.to(dtype)
+        self.matrices = (matrices if dtype is None else matrices.to(dtype)).contiguous()
         self.dtype = self.matrices.dtype
 
     def scores(self, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -69,7 +69,8 @@ class InfluenceAttributor:
             preconditioned query matrix (SVD), ``n·B·T·r·(O+I)`` work per training batch ("query batching").
         rescore_top: with ``query_rank``, re-score each query's top-``rescore_top`` training records at full rank.
         dtype: dtype of the query/training gradient contractions (e.g. ``torch.bfloat16`` on a GPU); None = the
-            model's. Curvature statistics and eigendecompositions stay in float64, scores are returned in float64.
+            model's. Curvature statistics are accumulated in float64 (each batch's products in float32),
+            eigendecompositions run in float64, scores are returned in float64.
         layer_partitions: score the tracked layers in this many contiguous groups, one after another (one pass
             over the training data per group), so only one group's query matrices and activations are held.
     """

@@ -116,7 +116,8 @@ class Curvature(ABC):
     ) -> "Curvature":
         """Estimate the curvature from encoded ``examples`` (a seeded sample of a training set of size ``n_train``).
 
-        Under several processes each fits on its contiguous shard of ``examples`` and the float64 sums are added
+        Each batch's products run in `working_precision` (float32; float64 for a float64 model), their sums over
+        batches in float64. Under several processes each fits on its contiguous shard of ``examples`` and the float64 sums are added
         across processes; sampled Fisher targets come from a per-rank seeded generator (reproducible for a
         given number of processes; ``fisher="empirical"`` gives the same factors for any number).
         """
@@ -129,7 +130,7 @@ class Curvature(ABC):
                 adapter, examples, batch_size=batch_size, generator=generator, fisher=fisher,
                 description=f"{self.kind} statistics {stage + 1}/{self.passes}", progress=progress,
             ):
-                self._accumulate(stage, layer, a.double(), g.double(), mask, sums)
+                self._accumulate(stage, layer, working_precision(a), working_precision(g), mask, sums)
             self._finalize(stage, adapter.layers, sum_across_processes(sums))
         self.n_train = n_train
         return self
@@ -167,6 +168,12 @@ class Curvature(ABC):
         return self
 
 
+def working_precision(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in float32, or float64 if it is float64: one batch's products run in this precision (fp16/bf16
+    activations are upcast), and `add_to` accumulates them across batches in float64."""
+    return tensor if tensor.dtype == torch.float64 else tensor.float()
+
+
 def masked(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Zero the padded positions of ``[B, T, D]`` by ``mask [B, T]``."""
     return tensor * mask.unsqueeze(-1).to(tensor.dtype)
@@ -178,6 +185,8 @@ def example_count(a: torch.Tensor) -> torch.Tensor:
 
 
 def add_to(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
+    """``sums[key] += value``, accumulated in float64 whatever the batch's precision."""
+    value = value.double()
     sums[key] = sums[key] + value if key in sums else value.clone()
 
 

@@ -52,8 +52,8 @@ class KFACCurvature(Curvature):
             add_to(sums, f"{layer.name}/n_tokens", mask.sum().double())
             add_to(sums, f"{layer.name}/n_examples", example_count(a))
         else:
-            rotated_a = a @ self.state[f"{layer.name}/a_eigenvectors"]
-            rotated_g = g @ self.state[f"{layer.name}/g_eigenvectors"]
+            rotated_a = a @ self.state[f"{layer.name}/a_eigenvectors"].to(a.dtype)
+            rotated_g = g @ self.state[f"{layer.name}/g_eigenvectors"].to(g.dtype)
             rotated = torch.einsum("bto,bti->boi", rotated_g, rotated_a)
             add_to(sums, f"{layer.name}/corrected_sum", rotated.square().sum(dim=0))
             add_to(sums, f"{layer.name}/n_examples_2", example_count(a))
