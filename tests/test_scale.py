@@ -14,8 +14,8 @@ torch.set_num_threads(1)
 
 
 def fitted(adapter, train, **kwargs):
-    attributor = InfluenceAttributor(adapter, "ekfac", fisher="empirical", damping="heuristic", batch_size=3, **kwargs)
-    return attributor.fit(train)
+    options = {"fisher": "empirical", "damping": "heuristic", "batch_size": 3, **kwargs}
+    return InfluenceAttributor(adapter, "ekfac", **options).fit(train)
 
 
 class Stream:
@@ -64,6 +64,29 @@ def test_layer_partitions_and_streamed_data_give_the_same_scores(adapter, train_
     for row, expected in zip(streamed.per_token, reference.per_token):
         for got, want in zip(row, expected):
             torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-12)
+
+
+def test_factors_fitted_by_layer_groups_are_the_same_and_never_all_in_memory(adapter, train_records, query_records,
+                                                                            tmp_path):
+    options = dict(fisher="sampled", seed=3)  # one seed draws the same targets for every group
+    reference = fitted(adapter, train_records, **options)
+    parted = fitted(adapter, train_records, layer_partitions=3, cache_dir=tmp_path, **options)
+    assert parted.curvature.state == {}  # each group's factors were written to its file and released
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"ekfac-factors-part0{i}of03.safetensors" for i in (1, 2, 3)]
+    held = []
+    original = parted.curvature.precondition
+    parted.curvature.precondition = lambda grads: (held.append(set(parted.curvature.state)), original(grads))[1]
+    expected = reference.score(query_records, train_records)
+    torch.testing.assert_close(parted.score(query_records, train_records).values, expected.values,
+                               rtol=1e-7, atol=1e-12)
+    n_tensors = len(reference.curvature.state)
+    assert held and all(0 < len(keys) < n_tensors for keys in held)
+    assert parted.curvature.state == {}
+    torch.testing.assert_close(parted.self_influence(train_records), reference.self_influence(train_records),
+                               rtol=1e-7, atol=1e-12)
+    reloaded = fitted(adapter, train_records, layer_partitions=3, cache_dir=tmp_path, **options)
+    torch.testing.assert_close(reloaded.score(query_records, train_records).values, expected.values,
+                               rtol=1e-7, atol=1e-12)
 
 
 def test_a_datasets_iterable_dataset_is_streamed(adapter, train_records, query_records):
@@ -118,6 +141,7 @@ def test_a_one_shot_iterator_is_refused_with_several_partitions(adapter, train_r
 @pytest.mark.parametrize("options, message", [
     (dict(query_rank=0), "query_rank"),
     (dict(layer_partitions=99), "layer_partitions"),
+    (dict(curvature="explicit", layer_partitions=2), "couples all tracked layers"),
 ])
 def test_bad_scale_options_get_one_line_errors(adapter, options, message):
     with pytest.raises(UserInputError, match=message):

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence as SequenceABC
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -71,8 +72,10 @@ class InfluenceAttributor:
         dtype: dtype of the query/training gradient contractions (e.g. ``torch.bfloat16`` on a GPU); None = the
             model's. Curvature statistics are accumulated in float64 (each batch's products in float32),
             eigendecompositions run in float64, scores are returned in float64.
-        layer_partitions: score the tracked layers in this many contiguous groups, one after another (one pass
-            over the training data per group), so only one group's query matrices and activations are held.
+        layer_partitions: fit and score the tracked layers in this many contiguous groups, one after another (one
+            pass over the training data per group and stage), so only one group's statistics, query matrices and
+            activations are held. With a ``cache_dir`` each group's factors are written to their own file and
+            loaded only while that group is used, so the factors of all layers are never in memory at once.
     """
 
     def __init__(
@@ -102,6 +105,8 @@ class InfluenceAttributor:
                                  f"not {layer_partitions}")
         self.adapter = adapter
         self.curvature = curvature if isinstance(curvature, Curvature) else make_curvature(curvature, damping=damping)
+        if layer_partitions > 1 and not self.curvature.layerwise:
+            raise UserInputError(f"{self.curvature.kind} curvature couples all tracked layers; use layer_partitions=1")
         self.normalize = normalize
         self.max_examples = max_examples
         self.batch_size = batch_size
@@ -113,6 +118,8 @@ class InfluenceAttributor:
         self.rescore_top = rescore_top
         self.dtype = dtype
         self.layer_partitions = layer_partitions
+        self._factor_files: dict[int, Path] = {}
+        self._fitted_factors: str | None = None  # fingerprint of the factors fitted or loaded by `fit`
 
     @property
     def name(self) -> str:
@@ -120,7 +127,11 @@ class InfluenceAttributor:
 
     # ----------------------------------------------------------------------------------------- fitting
     def fit(self, train: Sequence[Any]) -> "InfluenceAttributor":
-        """Fit the curvature on a seeded sample of ``train`` (or load it from ``cache_dir``)."""
+        """Fit the curvature on a seeded sample of ``train`` (or load it from ``cache_dir``), one layer group at a time.
+
+        With several layer partitions and a ``cache_dir``, each group's factors go to their own file and are
+        released from memory once written (see `_factors_of`).
+        """
         if len(train) == 0:
             raise UserInputError("the training set is empty")
         indices = sample_indices(len(train), self.max_examples, self.seed)
@@ -134,16 +145,53 @@ class InfluenceAttributor:
             "seed": self.seed,
             "fisher": self.fisher,
         }
-        path = self.cache_dir / f"{self.curvature.kind}-factors.safetensors" if self.cache_dir else None
-        if path is not None and path.exists():
-            tensors, metadata = load_tensors(path, expect=expect)
-            self.curvature.load_state(tensors, metadata).to(self.adapter.device)
-            return self
-        self.curvature.fit(self.adapter, examples, n_train=len(train), batch_size=self.batch_size, seed=self.seed,
-                           fisher=self.fisher, progress=self.progress)
-        if path is not None:
-            save_tensors(path, self.curvature.state, {**expect, **self.curvature.metadata()})
+        self._factor_files = {}
+        summaries: list[str] = []
+        for part, layers in enumerate(self.partitions()):
+            path = self._factor_path(part)
+            if path is not None and path.exists():
+                tensors, metadata = load_tensors(path, expect={**expect, "layers": [layer.name for layer in layers]})
+                self.curvature.load_state({**self.curvature.state, **tensors}, metadata).to(self.adapter.device)
+            else:
+                self.curvature.fit(self.adapter, examples, n_train=len(train), batch_size=self.batch_size,
+                                   seed=self.seed, fisher=self.fisher, progress=self.progress, layers=layers)
+                if path is not None:
+                    save_tensors(path, self.curvature.layer_state(layers), {
+                        **expect, **self.curvature.metadata(), "layers": [layer.name for layer in layers]})
+            summaries += _summaries(self.curvature.layer_state(layers))
+            if path is not None and self.layer_partitions > 1:
+                self._factor_files[part] = path
+                self._release(layers)
+        self._fitted_factors = data_fingerprint(sorted(summaries))
         return self
+
+    def _factor_path(self, part: int) -> Path | None:
+        """Where layer group ``part``'s factors are cached (one file for all layers when there is one group)."""
+        if self.cache_dir is None:
+            return None
+        if self.layer_partitions == 1:
+            return self.cache_dir / f"{self.curvature.kind}-factors.safetensors"
+        return self.cache_dir / f"{self.curvature.kind}-factors-part{part + 1:02d}of{self.layer_partitions:02d}.safetensors"
+
+    def _release(self, layers: Sequence[TrackedLayer]) -> None:
+        for key in self.curvature.layer_state(layers):
+            del self.curvature.state[key]
+
+    @contextmanager
+    def _factors_of(self, layers: Sequence[TrackedLayer]) -> Iterator[None]:
+        """Hold the factors of ``layers`` in memory for the block: those of a layer group written to its own file by
+        `fit` are loaded for the block and released after it; factors fitted in memory stay where they are."""
+        names = {layer.name for layer in layers}
+        parts = [part for part, group in enumerate(self.partitions())
+                 if part in self._factor_files and names & {layer.name for layer in group}]
+        for part in parts:
+            tensors, _ = load_tensors(self._factor_files[part])
+            self.curvature.state.update({k: v.to(self.adapter.device) for k, v in tensors.items()})
+        try:
+            yield
+        finally:
+            for part in parts:
+                self._release(self.partitions()[part])
 
     # ------------------------------------------------------------------------------------- gradients
     def _gradients(self, records: Sequence[Any], *, measure: bool, first_index: int = 0,
@@ -171,7 +219,8 @@ class InfluenceAttributor:
         """
         self._check_fitted()
         grads = self.query_gradients(queries, layers)
-        preconditioned = self.curvature.precondition(grads)
+        with self._factors_of(list(self.adapter.layers if layers is None else layers)):
+            preconditioned = self.curvature.precondition(grads)
         if self.normalize == "cosine":
             norms = _squared_norms(grads).sqrt().clamp(min=1e-30)
             preconditioned = {name: p / norms[:, None, None] for name, p in preconditioned.items()}
@@ -239,8 +288,9 @@ class InfluenceAttributor:
         for part, layers in enumerate(self.partitions()):
             grads = self.query_gradients(queries, layers)
             query_sq_norm += _squared_norms(grads).cpu()
-            contractions = {name: query_matrices(p, rank, self.dtype)
-                            for name, p in self.curvature.precondition(grads).items()}
+            with self._factors_of(layers):
+                contractions = {name: query_matrices(p, rank, self.dtype)
+                                for name, p in self.curvature.precondition(grads).items()}
             del grads
             chunks = shard_batches(train, self.batch_size)
             for start, records in tqdm(chunks, desc=f"{self.name} scores {part + 1}/{len(self.partitions())}",
@@ -276,7 +326,8 @@ class InfluenceAttributor:
                 elif self.normalize == "relative":
                     record_grads[layer.name] = per_example_gradients(a.double(), g.double())
         if record_grads:
-            preconditioned = self.curvature.precondition(record_grads)
+            with self._factors_of(layers):
+                preconditioned = self.curvature.precondition(record_grads)
             squared_norm += sum((record_grads[k] * preconditioned[k]).flatten(1).sum(dim=1) for k in record_grads)
         token_parts = None
         if tokens is not None:
@@ -293,7 +344,7 @@ class InfluenceAttributor:
             "queries": data_fingerprint([repr(q) for q in queries]),
             "damping": self.curvature.damping,
             "n_train": self.curvature.n_train,
-            "factors": data_fingerprint([f"{k}:{float(v.double().sum())}" for k, v in sorted(self.curvature.state.items())]),
+            "factors": self._fitted_factors or data_fingerprint(sorted(_summaries(self.curvature.state))),
             "query_rank": rank,
             "dtype": str(self.dtype),
             "batch_size": self.batch_size,
@@ -309,10 +360,14 @@ class InfluenceAttributor:
             raise UserInputError("call fit(train) before self_influence")
         values = [torch.zeros(0, dtype=torch.float64)]
         for start, records in shard_batches(train, self.batch_size):
-            grads = self._gradients(records, measure=False, first_index=start)
-            preconditioned = self.curvature.precondition(grads)
-            values.append(sum((grads[k].double() * preconditioned[k].double()).flatten(1).sum(dim=1)
-                              for k in grads).cpu())
+            value = torch.zeros(len(records), dtype=torch.float64)
+            for layers in self.partitions():
+                grads = self._gradients(records, measure=False, first_index=start, layers=layers)
+                with self._factors_of(layers):
+                    preconditioned = self.curvature.precondition(grads)
+                value += sum((grads[k].double() * preconditioned[k].double()).flatten(1).sum(dim=1)
+                             for k in grads).cpu()
+            values.append(value)
         return gather_columns(torch.cat(values)[None, :])[0]
 
     @property
@@ -324,6 +379,11 @@ class InfluenceAttributor:
         if self.curvature.kind == "identity":
             return "gradient inner product (positive = raises the query's log-probability)"
         return "predicted drop of the query's log-probability if the example were removed (first order)"
+
+
+def _summaries(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """``"key:sum"`` per factor tensor, for a fingerprint of fitted factors."""
+    return [f"{key}:{float(value.double().sum())}" for key, value in state.items()]
 
 
 def _squared_norms(grads: Grads) -> torch.Tensor:

@@ -57,13 +57,14 @@ def gradient_passes(
     adapter: Adapter,
     examples: Sequence[Any],
     *,
+    layers: Sequence[TrackedLayer],
     batch_size: int,
     generator: torch.Generator,
     fisher: str,
     description: str,
     progress: bool,
 ) -> Iterator[tuple[TrackedLayer, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Yield ``(layer, a [B,T,I], g [B,T,O], mask [B,T])`` per layer and batch, this process's shard only.
+    """Yield ``(layer, a [B,T,I], g [B,T,O], mask [B,T])`` for each of ``layers`` and batch, this process's shard only.
 
     ``g`` is the output gradient of the summed log-likelihood of targets sampled from the model
     (``fisher="sampled"``) or of the data's targets (``"empirical"``).
@@ -74,7 +75,7 @@ def gradient_passes(
     for batch in tqdm(adapter.batches(local, batch_size), desc=description, disable=not progress,
                       total=-(-len(local) // batch_size)):
         mask = adapter.token_mask(batch)
-        with LayerCapture(adapter.layers) as capture:
+        with LayerCapture(layers) as capture:
             if fisher == "sampled":
                 objective = adapter.sampled_log_prob(batch, generator)
             else:
@@ -92,6 +93,8 @@ class Curvature(ABC):
 
     kind: ClassVar[str]
     passes: ClassVar[int] = 1
+    layerwise: ClassVar[bool] = True
+    """Whether each layer's block is fitted and applied on its own (so layers can be fitted in groups)."""
 
     def __init__(self, damping: float | str = DEFAULT_DAMPING):
         resolve_damping(damping, torch.ones(1))
@@ -113,8 +116,13 @@ class Curvature(ABC):
         seed: int = 0,
         fisher: str = "sampled",
         progress: bool = False,
+        layers: Sequence[TrackedLayer] | None = None,
     ) -> "Curvature":
         """Estimate the curvature from encoded ``examples`` (a seeded sample of a training set of size ``n_train``).
+
+        ``layers``: fit only these tracked layers (default: all the adapter's), adding their tensors to `state`
+        beside those of layers fitted before. A group of layers fitted alone gets exactly the statistics it
+        would get with all layers, sampled Fisher targets included (the same seed draws the same targets).
 
         Each batch's products run in `working_precision` (float32; float64 for a float64 model), their sums over
         batches in float64. Under several processes each fits on its contiguous shard of ``examples`` and the float64 sums are added
@@ -123,15 +131,16 @@ class Curvature(ABC):
         """
         if n_train < 1 or not examples:
             raise UserInputError("cannot fit curvature on an empty training set")
+        layers = list(adapter.layers if layers is None else layers)
         generator = torch.Generator(device=adapter.device).manual_seed(process_seed(seed))
         for stage in range(self.passes):
             sums: dict[str, torch.Tensor] = {}
             for layer, a, g, mask in gradient_passes(
-                adapter, examples, batch_size=batch_size, generator=generator, fisher=fisher,
+                adapter, examples, layers=layers, batch_size=batch_size, generator=generator, fisher=fisher,
                 description=f"{self.kind} statistics {stage + 1}/{self.passes}", progress=progress,
             ):
                 self._accumulate(stage, layer, working_precision(a), working_precision(g), mask, sums)
-            self._finalize(stage, adapter.layers, sum_across_processes(sums))
+            self._finalize(stage, layers, sum_across_processes(sums))
         self.n_train = n_train
         return self
 
@@ -154,6 +163,11 @@ class Curvature(ABC):
             raise CurvatureError(f"{self.kind} curvature is not fitted; call fit() or load() first")
         out = self._apply({name: g.double() for name, g in grads.items()})
         return {name: (out[name] / self.n_train).to(grads[name].dtype) for name in grads}
+
+    def layer_state(self, layers: Sequence[TrackedLayer]) -> dict[str, torch.Tensor]:
+        """The tensors of `state` that belong to ``layers`` (keys ``"{layer name}/{what}"``)."""
+        names = {layer.name for layer in layers}
+        return {key: value for key, value in self.state.items() if key.rsplit("/", 1)[0] in names}
 
     def to(self, device: torch.device | str) -> "Curvature":
         self.state = {k: v.to(device) for k, v in self.state.items()}

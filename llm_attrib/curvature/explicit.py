@@ -22,6 +22,7 @@ class ExplicitCurvature(Curvature):
     """Dense damped Fisher solve; see the module docstring."""
 
     kind = "explicit"
+    layerwise = False
 
     def __init__(self, damping: float | str = DEFAULT_DAMPING, block_diagonal: bool = False):
         super().__init__(damping)
@@ -30,6 +31,8 @@ class ExplicitCurvature(Curvature):
         self._shapes: dict[str, tuple[int, int]] = {}
 
     def fit(self, adapter: Any, examples: Sequence[Any], **kwargs: Any) -> "ExplicitCurvature":
+        if kwargs.get("layers") is not None and len(kwargs["layers"]) != len(adapter.layers):
+            raise UserInputError("explicit curvature is fitted on all tracked layers together; use layer_partitions=1")
         total = sum(layer.n_params for layer in adapter.layers)
         if total > MAX_PARAMETERS:
             raise UserInputError(f"explicit curvature needs a {total}² matrix; track fewer layers (≤ {MAX_PARAMETERS})")
