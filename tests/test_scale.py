@@ -105,6 +105,19 @@ def test_lower_precision_contractions_stay_close(adapter, train_records, query_r
     torch.testing.assert_close(low, full, rtol=1e-3, atol=1e-6 * float(full.abs().max()))
 
 
+@pytest.mark.parametrize("model_dtype, contraction", [(torch.bfloat16, None), (torch.bfloat16, torch.bfloat16),
+                                                       (torch.float16, None)])
+def test_half_precision_models_give_the_float32_scores(tokenizer, gpt2, train_records, query_records, model_dtype,
+                                                       contraction):
+    """A bf16/fp16 model (as on a GPU) fits float32/float64 statistics and scores within its own rounding error."""
+    reference = fitted(CausalLMAdapter(gpt2.float(), tokenizer), train_records).score(query_records, train_records)
+    half = fitted(CausalLMAdapter(gpt2.to(model_dtype), tokenizer), train_records, dtype=contraction)
+    scores = half.score(query_records, train_records).values
+    assert scores.dtype == torch.float64 and torch.isfinite(scores).all()
+    assert float((scores - reference.values).norm() / reference.values.norm()) < 0.02
+    assert min(spearmanr(s, r).statistic for s, r in zip(scores, reference.values)) > 0.95
+
+
 def test_an_interrupted_run_resumes_without_recomputing_finished_chunks(adapter, train_records, query_records,
                                                                         tmp_path, monkeypatch):
     expected = fitted(adapter, train_records, layer_partitions=2).score(query_records, train_records).values

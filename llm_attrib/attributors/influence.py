@@ -29,7 +29,7 @@ from llm_attrib.adapters.base import Adapter
 from llm_attrib.attributors.chunks import ChunkScores, ChunkStore, ScoreColumns
 from llm_attrib.capture import LayerCapture, TrackedLayer, per_example_gradients
 from llm_attrib.contraction import QueryMatrices, query_matrices, squared_norms
-from llm_attrib.curvature.base import DEFAULT_DAMPING
+from llm_attrib.curvature.base import DEFAULT_DAMPING, working_precision
 from llm_attrib.curvature import Curvature, Grads, make_curvature
 from llm_attrib.distributed import gather_columns, shard_batches
 from llm_attrib.errors import UserInputError
@@ -69,8 +69,9 @@ class InfluenceAttributor:
         query_rank: None (full rank) or r: score with the best rank-r approximation ``U Vᵀ`` of each layer's
             preconditioned query matrix (SVD), ``n·B·T·r·(O+I)`` work per training batch ("query batching").
         rescore_top: with ``query_rank``, re-score each query's top-``rescore_top`` training records at full rank.
-        dtype: dtype of the query/training gradient contractions (e.g. ``torch.bfloat16`` on a GPU); None = the
-            model's. Curvature statistics are accumulated in float64 (each batch's products in float32),
+        dtype: dtype of the query/training gradient contractions (e.g. ``torch.bfloat16`` on a GPU for speed); None
+            = float32 (float64 for a float64 model): a bf16/fp16 model's query gradients are summed over tokens
+            and contracted in float32. Curvature statistics are accumulated in float64 (each batch's products in float32),
             eigendecompositions run in float64, scores are returned in float64.
         layer_partitions: fit and score the tracked layers in this many contiguous groups, one after another (one
             pass over the training data per group and stage), so only one group's statistics, query matrices and
@@ -204,7 +205,7 @@ class InfluenceAttributor:
             with LayerCapture(layers) as capture:
                 objective = self.adapter.measure(batch) if measure else self.adapter.log_prob(batch)
                 for layer, a, g in capture.output_gradients(objective.sum()):
-                    parts[layer.name].append(per_example_gradients(a, g))
+                    parts[layer.name].append(per_example_gradients(working_precision(a), working_precision(g)))
         return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
     def query_gradients(self, queries: Sequence[Any], layers: Sequence[TrackedLayer] | None = None) -> Grads:
