@@ -1,0 +1,51 @@
+"""`Checkpoints`: one adapter configuration over several causal LMs (training checkpoints, or an ensemble).
+
+TracIn sums over a run's checkpoints and TRAK averages over models; both need the same tracked layers and
+tokenisation on every model. A checkpoint is a model or a local folder that ``AutoModelForCausalLM.from_pretrained``
+loads; a folder is loaded only when its adapter is asked for, so the caller holds one checkpoint at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from llm_attrib.adapters.causal_lm import CausalLMAdapter
+from llm_attrib.errors import UserInputError
+
+Checkpoint = Union[nn.Module, str, os.PathLike]
+
+
+class Checkpoints(Sequence):
+    """A sequence of `CausalLMAdapter`, one per checkpoint, all built with ``tokenizer`` and ``adapter_options``
+    (``modules``, ``padding_side``, …). Folders are loaded on access (onto ``device`` if given), never cached."""
+
+    def __init__(self, models: Sequence[Checkpoint], tokenizer: Any, *, device: str | torch.device | None = None,
+                 **adapter_options: Any):
+        if len(models) == 0:
+            raise UserInputError("no checkpoints given: pass at least one model or model folder")
+        missing = [str(m) for m in models if not isinstance(m, nn.Module) and not Path(m).exists()]
+        if missing:
+            raise UserInputError(f"checkpoint folder {missing[0]} does not exist")
+        self.models = list(models)
+        self.tokenizer = tokenizer
+        self.device = device
+        self.adapter_options = adapter_options
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def __getitem__(self, index: int) -> CausalLMAdapter:  # type: ignore[override]
+        model = self.models[index]
+        if not isinstance(model, nn.Module):
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(str(model))
+            if self.device is not None:
+                model = model.to(self.device)
+        return CausalLMAdapter(model, self.tokenizer, **self.adapter_options)
