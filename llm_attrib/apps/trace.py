@@ -21,6 +21,7 @@ from llm_attrib.attributors.influence import InfluenceAttributor
 from llm_attrib.data import prompt_token_ids, record_text
 from llm_attrib.errors import UserInputError
 from llm_attrib.prefilter import Prefilter
+from llm_attrib.scores import Scores
 
 
 @dataclass
@@ -40,6 +41,7 @@ class TraceReport:
     method: str
     units: str
     top: list[TracedRecord]
+    generated: bool = False  # the model generated the completion
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "sign": "positive = the record raises log Pr(completion | prompt)"}
@@ -67,46 +69,70 @@ def generate_completion(adapter: Any, prompt: str, max_new_tokens: int = 32, sto
     return completion
 
 
-def trace(
+def trace_queries(
     attributor: InfluenceAttributor,
     train: Sequence[Any],
-    prompt: str,
-    completion: str | None = None,
+    queries: Sequence[tuple[str, str | None]],
     *,
     top_k: int = 5,
     tokens_per_record: int = 5,
     max_new_tokens: int = 32,
     stop: Sequence[str] = ("\n",),
     prefilter: Prefilter | None = None,
-) -> TraceReport:
-    """Top-``top_k`` training records behind ``completion`` given ``prompt`` (fits the curvature if needed).
-
-    With a fitted ``prefilter`` only its lexical candidates are scored (the others are never reported).
-    """
+) -> tuple[Scores, list[TraceReport]]:
+    """Trace ``(prompt, completion)`` queries in one pass over ``train`` (a ``None`` completion is generated):
+    their `Scores` ``[n_query, n_train]`` and one `TraceReport` each (see `trace`)."""
     adapter = attributor.adapter
-    if completion is None:
-        completion = generate_completion(adapter, prompt, max_new_tokens, stop)
+    pairs = [(prompt, generate_completion(adapter, prompt, max_new_tokens, stop) if completion is None else completion)
+             for prompt, completion in queries]
     if not attributor.curvature.is_fitted:
         attributor.fit(train)
-    query = {adapter.columns.prompt: prompt, adapter.columns.completion: completion}
+    records = [{adapter.columns.prompt: prompt, adapter.columns.completion: completion} for prompt, completion in pairs]
     if prefilter is None:
-        scores = attributor.score([query], train, per_token=True)
+        scores = attributor.score(records, train, per_token=True)
     else:
-        scores = prefilter.score(attributor, [query], train, per_token=True)
+        scores = prefilter.score(attributor, records, train, per_token=True)
+    reports = [
+        TraceReport(prompt=prompt, completion=completion, method=scores.method, units=scores.units,
+                    top=_top_records(adapter, train, scores, q, top_k, tokens_per_record),
+                    generated=queries[q][1] is None)
+        for q, (prompt, completion) in enumerate(pairs)
+    ]
+    return scores, reports
+
+
+def _top_records(adapter: Any, train: Sequence[Any], scores: Scores, query: int, top_k: int,
+                 tokens_per_record: int) -> list[TracedRecord]:
+    """Query ``query``'s ``top_k`` scored records, each with its ``tokens_per_record`` highest-scoring tokens."""
     top = []
-    finite = torch.isfinite(scores.values[0])
-    order = [i for i in torch.argsort(scores.values[0], descending=True).tolist() if finite[i]][:top_k]
+    finite = torch.isfinite(scores.values[query])
+    order = [i for i in torch.argsort(scores.values[query], descending=True).tolist() if finite[i]][:top_k]
     for index in order:
         example = adapter.encode([train[index]], first_index=index)[0]
-        token_scores = scores.per_token[0][index]
+        token_scores = scores.per_token[query][index]
         best = torch.argsort(token_scores, descending=True)[:tokens_per_record].tolist()
         top.append(TracedRecord(
             train_id=scores.train_ids[index],
-            score=float(scores.values[0, index]),
+            score=float(scores.values[query, index]),
             text=record_text(train[index], adapter.columns, separator="") if isinstance(train[index], dict) else str(train[index]),
             top_tokens=[(adapter.tokenizer.decode([example.input_ids[t]]), float(token_scores[t])) for t in best],
         ))
-    return TraceReport(prompt=prompt, completion=completion, method=scores.method, units=scores.units, top=top)
+    return top
+
+
+def trace(
+    attributor: InfluenceAttributor,
+    train: Sequence[Any],
+    prompt: str,
+    completion: str | None = None,
+    **options: Any,
+) -> TraceReport:
+    """Top-``top_k`` training records behind ``completion`` given ``prompt`` (fits the curvature if needed);
+    ``options`` as in `trace_queries`.
+
+    With a fitted ``prefilter`` only its lexical candidates are scored (the others are never reported).
+    """
+    return trace_queries(attributor, train, [(prompt, completion)], **options)[1][0]
 
 
 def format_report(report: TraceReport, marks: dict[Any, str] | None = None) -> str:
