@@ -16,6 +16,7 @@ from llm_attrib.errors import UserInputError
 from llm_attrib.valuation.estimators import ESTIMATORS, make_estimator
 from llm_attrib.valuation.knn_shapley import resolve_task
 from llm_attrib.valuation.registry import VALUATION_METHODS, make_method
+from llm_attrib.valuation.result import ValuationResult
 from llm_attrib.valuation.text import POOLINGS, embed_texts, load_embedding_model, text_columns
 
 DATA_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -49,21 +50,30 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"cannot write values to {args.out}: use a .csv or .json file name")
     if args.text_column and not args.embed_model:
         raise UserInputError("--text-column needs --embed-model, a local Hugging Face model folder")
-    to_arrays = text_embedder(args) if args.text_column else numeric_features(args)
+    to_arrays = (text_embedder(args.embed_model, args.text_column, args.label_column, args.pooling) if args.text_column
+                 else numeric_features(args.feature_columns, args.label_column))
     X_train, y_train = to_arrays(load_table(args.data), args.data)
     X_val = y_val = None
     if args.val_data:
         X_val, y_val = to_arrays(load_table(args.val_data), args.val_data)
-    task = resolve_task(args.task, y_train)
-    shared = {"estimator": make_estimator(args.estimator, task, args.seed), "random_state": args.seed,
-              "n_jobs": args.n_jobs, "task": task, "progress": True}
-    method = make_method(args.method, shared, **dict(parse_param(text) for text in args.param))
     start = time.perf_counter()
-    result = method.fit(X_train, y_train, X_val, y_val).result_
+    result = value_arrays(args.method, X_train, y_train, X_val, y_val, estimator=args.estimator, task=args.task,
+                          seed=args.seed, n_jobs=args.n_jobs, params=dict(parse_param(text) for text in args.param))
     result.save(args.out)
     print(f"wrote {len(result)} {args.method} values to {args.out} in {time.perf_counter() - start:.1f}s; "
           f"lowest rows: {', '.join(map(str, result.ranking(ascending=True)[:5]))}")
     return 0
+
+
+def value_arrays(method: str, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray | None = None,
+                 y_val: np.ndarray | None = None, *, estimator: str = "logistic", task: str = "auto", seed: int = 0,
+                 n_jobs: int = 1, params: dict[str, Any] | None = None, progress: bool = True) -> ValuationResult:
+    """Value each row of ``X_train`` ``[rows, features]`` for predicting ``y_train`` with ``method`` (a name in
+    `VALUATION_METHODS`, built with ``params``) on the base model ``estimator``; higher = more valuable."""
+    task = resolve_task(task, y_train)
+    shared = {"estimator": make_estimator(estimator, task, seed), "random_state": seed, "n_jobs": n_jobs,
+              "task": task, "progress": progress}
+    return make_method(method, shared, **(params or {})).fit(X_train, y_train, X_val, y_val).result_
 
 
 def load_table(path: str) -> Any:
@@ -81,23 +91,23 @@ def load_table(path: str) -> Any:
 TableArrays = Callable[[Any, str], tuple[np.ndarray, np.ndarray]]
 
 
-def numeric_features(args: argparse.Namespace) -> TableArrays:
-    """``(table, path) -> (X, y)`` from ``--feature-columns`` (default: every column but the label)."""
+def numeric_features(feature_columns: list[str] | None, label_column: str) -> TableArrays:
+    """``(table, path) -> (X, y)`` from ``feature_columns`` (default: every column but the label)."""
 
     def to_arrays(table: Any, path: str) -> tuple[np.ndarray, np.ndarray]:
-        features = args.feature_columns or [name for name in table.column_names if name != args.label_column]
-        return table_arrays(table, features, args.label_column, path)
+        features = feature_columns or [name for name in table.column_names if name != label_column]
+        return table_arrays(table, features, label_column, path)
 
     return to_arrays
 
 
-def text_embedder(args: argparse.Namespace) -> TableArrays:
-    """``(table, path) -> (X [rows, hidden], y)``: ``--text-column`` embedded by ``--embed-model``."""
-    model, tokenizer = load_embedding_model(args.embed_model)
+def text_embedder(model_path: str, text_column: str, label_column: str, pooling: str = "mean") -> TableArrays:
+    """``(table, path) -> (X [rows, hidden], y)``: ``text_column`` embedded by the model at ``model_path``."""
+    model, tokenizer = load_embedding_model(model_path)
 
     def to_arrays(table: Any, path: str) -> tuple[np.ndarray, np.ndarray]:
-        texts, labels = text_columns(table, args.text_column, args.label_column, path)
-        return embed_texts(model, tokenizer, texts, pooling=args.pooling), labels
+        texts, labels = text_columns(table, text_column, label_column, path)
+        return embed_texts(model, tokenizer, texts, pooling=pooling), labels
 
     return to_arrays
 
