@@ -2,6 +2,8 @@
 
 A subcommand module exposes ``add_parser(subparsers)``, which adds its parser and sets ``func``
 (``args -> int`` exit status). Errors that are the user's to fix (`UserInputError`) print one line.
+Launched by ``torchrun`` or ``accelerate launch``, every subcommand runs inside the launcher's process group
+(`process_group_from_environment`); rank 0 prints results and writes shared outputs.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from llm_attrib.distributed import process_group_from_environment
 from llm_attrib.errors import UserInputError
 
 SUBCOMMAND_MODULES = (
@@ -44,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries()
     try:
-        return int(args.func(args) or 0)
+        with process_group_from_environment():
+            return int(args.func(args) or 0)
     except UserInputError as error:
         print(f"llm-attrib {args.command}: error: {error}", file=sys.stderr)
         return 2

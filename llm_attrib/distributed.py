@@ -2,12 +2,15 @@
 
 Nothing here wraps the user's model: processes run the same unwrapped model on disjoint shards of the
 data, and only statistics (sums and counts) and score columns cross process boundaries. With one process
-every function is the identity.
+every function is the identity. `process_group_from_environment` joins the group a launcher describes
+(the command line uses it), `local_device` is where this process's model belongs.
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence, TypeVar
+import os
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -27,6 +30,76 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    """Rank 0, the one process that prints results and writes shared outputs."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    """Wait until every process gets here (nothing to wait for with one process)."""
+    if is_distributed():
+        dist.barrier()
+
+
+@contextmanager
+def main_process_first() -> Iterator[None]:
+    """Run the block on rank 0, then on the other ranks: rank 0 builds a cache that the others then load."""
+    if not is_main_process():
+        barrier()
+    yield
+    if is_main_process():
+        barrier()
+
+
+def broadcast_from_main(value: T) -> T:
+    """Rank 0's ``value`` (picklable) on every process, so that all ranks go on with the same one."""
+    if not is_distributed():
+        return value
+    holder: list[Any] = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def local_device() -> torch.device:
+    """This process's device: ``cuda:LOCAL_RANK`` when CUDA is available (``LOCAL_RANK`` from the launcher,
+    0 when run directly), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if local_rank >= torch.cuda.device_count():
+        raise UserInputError(f"LOCAL_RANK is {local_rank} but {torch.cuda.device_count()} GPUs are visible: "
+                             "launch at most one process per GPU")
+    return torch.device("cuda", local_rank)
+
+
+@contextmanager
+def process_group_from_environment() -> Iterator[None]:
+    """Join, for the block, the process group that ``torchrun`` or ``accelerate launch`` describe.
+
+    Both launchers set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT (``accelerate launch``
+    starts its processes with torchrun's code). With WORLD_SIZE > 1 and no group yet, one is created —
+    gloo for CPU tensors, plus NCCL for CUDA tensors when there is a GPU (scores are gathered on the CPU,
+    statistics summed on the GPU) — and destroyed when the block ends; a group that exists is left alone.
+    """
+    created = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if created:
+        device = local_device()
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def require_one_process(why: str) -> None:
+    """Refuse a command under several processes, where each would repeat the same work (``why`` says so)."""
+    if is_distributed():
+        raise UserInputError(f"this command runs in one process ({why}); launch it without torchrun/accelerate")
 
 
 def shard_bounds(n: int) -> tuple[int, int]:
