@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from llm_attrib.apps import options
+from llm_attrib.distributed import is_main_process
 
 
 def add_parser(subparsers: Any) -> None:
@@ -17,9 +17,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Fit (every rank its shard, under several processes) and say where the factors are (rank 0)."""
     if not args.factors:
         args.factors = "factors"
-    attributor = options.make_attributor(args, options.make_adapter(args), progress=sys.stderr.isatty())
+    attributor = options.make_attributor(args, options.make_adapter(args))
     attributor.fit(options.load_train(args))
-    print(f"{attributor.curvature.kind} factors in {args.factors}")
+    if is_main_process():
+        print(f"{attributor.curvature.kind} factors in {args.factors}")
     return 0

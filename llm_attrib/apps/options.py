@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
 from llm_attrib.attributors.influence import DEFAULT_DAMPING, InfluenceAttributor
 from llm_attrib.curvature import CURVATURES
+from llm_attrib.curvature.base import FISHER_TARGETS
 from llm_attrib.data import Columns, load_records
+from llm_attrib.distributed import is_main_process, local_device, main_process_first
 from llm_attrib.errors import UserInputError
 from llm_attrib.prefilter import PREFILTERS, Prefilter
 
@@ -32,6 +35,9 @@ def add_attributor_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--curvature", default="ekfac", choices=sorted(CURVATURES))
     group.add_argument("--damping", default=str(DEFAULT_DAMPING),
                        help="absolute damping, or 'heuristic' (0.1 x mean eigenvalue per layer)")
+    group.add_argument("--fisher", default="sampled", choices=FISHER_TARGETS,
+                       help="curvature targets: sampled from the model (true Fisher, default) or the data's "
+                            "(empirical: the same factors for any number of processes)")
     group.add_argument("--max-examples", type=int, default=None,
                        help="fit the curvature on a seeded random sample of this many training records")
     group.add_argument("--batch-size", type=int, default=8)
@@ -51,7 +57,8 @@ def make_prefilter(args: argparse.Namespace, train: list[dict[str, Any]]) -> Pre
     if args.prefilter is None:
         return None
     path = f"{args.factors}/prefilter-{args.prefilter}.pkl" if args.factors else None
-    return Prefilter(args.prefilter, args.candidates, columns_from(args)).fit_or_load(path, train)
+    with main_process_first():  # rank 0 fits and saves the index, the other ranks load it
+        return Prefilter(args.prefilter, args.candidates, columns_from(args)).fit_or_load(path, train)
 
 
 def columns_from(args: argparse.Namespace) -> Columns:
@@ -81,18 +88,27 @@ def load_train(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def make_adapter(args: argparse.Namespace) -> CausalLMAdapter:
-    return CausalLMAdapter.from_pretrained(
+    """The model of ``--model`` with its tokenizer, on this process's device (`local_device`)."""
+    adapter = CausalLMAdapter.from_pretrained(
         args.model, modules=args.modules, columns=columns_from(args), max_length=args.max_length,
         chat_template=args.chat_template,
     )
+    adapter.model.to(local_device())
+    return adapter
+
+
+def show_progress() -> bool:
+    """Progress bars on an interactive terminal, drawn by rank 0 only (several processes share the terminal)."""
+    return sys.stderr.isatty() and is_main_process()
 
 
 def parse_damping(text: str) -> float | str:
     return text if text == "heuristic" else float(text)
 
 
-def make_attributor(args: argparse.Namespace, adapter: CausalLMAdapter, progress: bool = True) -> InfluenceAttributor:
+def make_attributor(args: argparse.Namespace, adapter: CausalLMAdapter) -> InfluenceAttributor:
     return InfluenceAttributor(
-        adapter, args.curvature, damping=parse_damping(args.damping), max_examples=args.max_examples,
-        batch_size=args.batch_size, seed=args.seed, cache_dir=args.factors, progress=progress,
+        adapter, args.curvature, damping=parse_damping(args.damping), fisher=args.fisher,
+        max_examples=args.max_examples, batch_size=args.batch_size, seed=args.seed, cache_dir=args.factors,
+        progress=show_progress(),
     )

@@ -13,8 +13,10 @@ import sys
 from typing import Any
 
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
+from llm_attrib.apps.options import show_progress
 from llm_attrib.apps.trace import format_report, trace
 from llm_attrib.attributors.influence import DEFAULT_DAMPING, InfluenceAttributor
+from llm_attrib.distributed import is_main_process, local_device, main_process_first
 
 
 def add_parser(subparsers: Any) -> None:
@@ -30,18 +32,23 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Build or load the demo, trace one answer, print the report (rank 0 builds and prints)."""
     from llm_attrib.demo.default import load_default
 
-    progress = sys.stderr.isatty()
-    print("building or loading the demo model (first run: about a minute)...", file=sys.stderr)
-    bundle = load_default(args.cache_dir, progress=progress)
+    progress = show_progress()
+    if is_main_process():
+        print("building or loading the demo model (first run: about a minute)...", file=sys.stderr)
+    with main_process_first():  # rank 0 builds the demo, the other ranks load it
+        bundle = load_default(args.cache_dir, progress=progress)
     query = bundle.corpus.queries[args.query % len(bundle.corpus.queries)]
     prompt = args.prompt or query["prompt"]
-    adapter = CausalLMAdapter(bundle.model, bundle.tokenizer)
+    adapter = CausalLMAdapter(bundle.model.to(local_device()), bundle.tokenizer)
     attributor = InfluenceAttributor(adapter, args.curvature, damping=DEFAULT_DAMPING,
                                      cache_dir=bundle.path / "factors", progress=progress)
     report = trace(attributor, bundle.train_records, prompt, top_k=args.top_k, max_new_tokens=8,
                    stop=(".", "\n"))
+    if not is_main_process():
+        return 0
     relevant = set() if args.prompt else bundle.corpus.relevant(query["id"])
     if args.json:
         print(json.dumps({**report.to_dict(), "relevant": sorted(relevant)}, indent=2, default=str))

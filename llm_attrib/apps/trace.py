@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -19,6 +18,7 @@ import torch
 from llm_attrib.apps import options
 from llm_attrib.attributors.influence import InfluenceAttributor
 from llm_attrib.data import prompt_token_ids, record_text
+from llm_attrib.distributed import broadcast_from_main, is_main_process
 from llm_attrib.errors import UserInputError
 from llm_attrib.prefilter import Prefilter
 from llm_attrib.scores import Scores
@@ -81,10 +81,13 @@ def trace_queries(
     prefilter: Prefilter | None = None,
 ) -> tuple[Scores, list[TraceReport]]:
     """Trace ``(prompt, completion)`` queries in one pass over ``train`` (a ``None`` completion is generated):
-    their `Scores` ``[n_query, n_train]`` and one `TraceReport` each (see `trace`)."""
+    their `Scores` ``[n_query, n_train]`` and one `TraceReport` each (see `trace`).
+
+    Under several processes every rank scores rank 0's generated completions.
+    """
     adapter = attributor.adapter
-    pairs = [(prompt, generate_completion(adapter, prompt, max_new_tokens, stop) if completion is None else completion)
-             for prompt, completion in queries]
+    pairs = [(prompt, broadcast_from_main(generate_completion(adapter, prompt, max_new_tokens, stop))
+              if completion is None else completion) for prompt, completion in queries]
     if not attributor.curvature.is_fitted:
         attributor.fit(train)
     records = [{adapter.columns.prompt: prompt, adapter.columns.completion: completion} for prompt, completion in pairs]
@@ -168,10 +171,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Trace and print the report (rank 0 prints under several processes)."""
     adapter = options.make_adapter(args)
     train = options.load_train(args)
-    attributor = options.make_attributor(args, adapter, progress=sys.stderr.isatty())
+    attributor = options.make_attributor(args, adapter)
     report = trace(attributor, train, args.prompt, args.completion, top_k=args.top_k,
                    max_new_tokens=args.max_new_tokens, prefilter=options.make_prefilter(args, train))
+    if not is_main_process():
+        return 0
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_report(report))
     return 0

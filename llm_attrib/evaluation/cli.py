@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llm_attrib.distributed import require_one_process
 from llm_attrib.evaluation.suite import SuiteConfig, run_suite
 
 
@@ -47,6 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_one_process("the suite trains and scores its small models in one process and rewrites one results table")
     run_suite(SuiteConfig(
         data_dir=args.data_dir, out_dir=args.out_dir, cache_dir=args.cache_dir, n_train=args.n_train,
         n_query=args.n_query, n_subsets=args.n_subsets, alpha=args.alpha, seeds_per_subset=args.seeds_per_subset,

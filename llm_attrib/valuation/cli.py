@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from llm_attrib.distributed import require_one_process
 from llm_attrib.errors import UserInputError
 from llm_attrib.valuation.estimators import ESTIMATORS, make_estimator
 from llm_attrib.valuation.knn_shapley import resolve_task
@@ -46,6 +47,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_one_process("valuation does not shard its work; --n-jobs runs its model fits in parallel")
     if Path(args.out).suffix.lower() not in (".csv", ".json"):
         raise UserInputError(f"cannot write values to {args.out}: use a .csv or .json file name")
     if args.text_column and not args.embed_model:
