@@ -65,7 +65,7 @@ def test_tracin_equals_the_weighted_sum_of_autograd_gradient_products(checkpoint
 
 def test_parts_sum_to_the_score_and_self_influence_is_the_diagonal(checkpoints, tokenizer, train_records):
     torch.set_num_threads(1)
-    attributor = TracInAttributor(Checkpoints(checkpoints[:2], tokenizer, padding_side="left"),
+    attributor = TracInAttributor(Checkpoints(checkpoints, tokenizer, padding_side="left")[:2],
                                   LEARNING_RATES[:2]).fit(train_records)
     scores = attributor.score(train_records, train_records, per_module=True, per_token=True)
     torch.testing.assert_close(sum(scores.per_module.values()), scores.values)

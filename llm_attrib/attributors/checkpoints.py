@@ -40,7 +40,9 @@ class Checkpoints(Sequence):
     def __len__(self) -> int:
         return len(self.models)
 
-    def __getitem__(self, index: int) -> CausalLMAdapter:  # type: ignore[override]
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return Checkpoints(self.models[index], self.tokenizer, device=self.device, **self.adapter_options)
         model = self.models[index]
         if not isinstance(model, nn.Module):
             from transformers import AutoModelForCausalLM

@@ -68,8 +68,8 @@ class TracInAttributor:
 
     @property
     def units(self) -> str:
-        what = "learning-rate-weighted cosines" if self.normalize == "cosine" else "learning-rate-weighted gradient inner products"
-        return f"{what}, summed over checkpoints (positive = raises the query's log-probability)"
+        what = "cosines" if self.normalize == "cosine" else "gradient inner products"
+        return f"learning-rate-weighted {what}, summed over checkpoints (positive = raises the query's log-probability)"
 
     def fit(self, train: Sequence[Any]) -> "TracInAttributor":
         """Nothing to estimate (the curvature is the identity); records the training-set size."""
