@@ -41,6 +41,20 @@ def influence_factory(curvature: str, normalize: str | None = None, damping: flo
     return factory
 
 
+def trak_factory(projection_dim: int = 32) -> AttributorFactory:
+    """Factory of a `TrakAttributor` on the MLP layers of the one model given (default damping). TRAK's ensemble over
+    independently trained models needs models a factory does not get; TracIn is not registered for the same reason:
+    on the final model alone it is grad-dot times a learning rate."""
+
+    def factory(model: Any, tokenizer: Any) -> Any:
+        from llm_attrib.adapters.causal_lm import CausalLMAdapter
+        from llm_attrib.attributors.trak import TrakAttributor
+
+        return TrakAttributor([CausalLMAdapter(model, tokenizer, modules="mlp")], projection_dim=projection_dim)
+
+    return factory
+
+
 ATTRIBUTORS: dict[str, AttributorFactory] = {
     "random": lambda model, tokenizer: RandomAttributor(seed=0),
     "tfidf": lambda model, tokenizer: TfidfAttributor(),
@@ -52,4 +66,5 @@ ATTRIBUTORS: dict[str, AttributorFactory] = {
     "influence-ekfac": influence_factory("ekfac"),
     **{f"influence-{kind}@{label}": influence_factory(kind, damping=value)
        for kind in ("kfac", "ekfac") for label, value in DAMPINGS.items()},
+    "trak": trak_factory(),
 }
