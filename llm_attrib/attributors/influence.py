@@ -31,7 +31,7 @@ from llm_attrib.capture import LayerCapture, TrackedLayer, per_example_gradients
 from llm_attrib.contraction import QueryMatrices, query_matrices, squared_norms
 from llm_attrib.curvature.base import DEFAULT_DAMPING, working_precision
 from llm_attrib.curvature import Curvature, Grads, make_curvature
-from llm_attrib.distributed import gather_columns, shard_batches
+from llm_attrib.distributed import barrier, broadcast_from_main, gather_columns, is_main_process, shard_batches
 from llm_attrib.errors import UserInputError
 from llm_attrib.scores import Scores
 from llm_attrib.store import data_fingerprint, load_tensors, save_tensors
@@ -150,15 +150,17 @@ class InfluenceAttributor:
         summaries: list[str] = []
         for part, layers in enumerate(self.partitions()):
             path = self._factor_path(part)
-            if path is not None and path.exists():
+            if path is not None and broadcast_from_main(path.exists()):  # every rank takes rank 0's branch
                 tensors, metadata = load_tensors(path, expect={**expect, "layers": [layer.name for layer in layers]})
                 self.curvature.load_state({**self.curvature.state, **tensors}, metadata).to(self.adapter.device)
             else:
                 self.curvature.fit(self.adapter, examples, n_train=len(train), batch_size=self.batch_size,
                                    seed=self.seed, fisher=self.fisher, progress=self.progress, layers=layers)
                 if path is not None:
-                    save_tensors(path, self.curvature.layer_state(layers), {
-                        **expect, **self.curvature.metadata(), "layers": [layer.name for layer in layers]})
+                    if is_main_process():
+                        save_tensors(path, self.curvature.layer_state(layers), {
+                            **expect, **self.curvature.metadata(), "layers": [layer.name for layer in layers]})
+                    barrier()  # the file exists before any rank reloads this group from it
             summaries += _summaries(self.curvature.layer_state(layers))
             if path is not None and self.layer_partitions > 1:
                 self._factor_files[part] = path

@@ -155,14 +155,22 @@ class Curvature(ABC):
 
     @abstractmethod
     def _apply(self, grads: Grads) -> Grads:
-        """``(F̄ + λI)⁻¹ G`` for every layer in ``grads`` (no 1/N)."""
+        """``(F̄ + λI)⁻¹ G`` for every layer in ``grads`` (no 1/N), in the dtype of ``grads``."""
 
     def precondition(self, grads: Grads) -> Grads:
-        """``(F̄ + λI)⁻¹ G / N`` per layer: ``{name: [n, O, I]}`` → same shapes, in the input dtype."""
+        """``(F̄ + λI)⁻¹ G / N`` per layer: ``{name: [n, O, I]}`` → same shapes, in the input dtype.
+
+        Applied in `working_precision` (float32, or float64 for float64 gradients): the factors were
+        eigendecomposed in float64 and are cast, which keeps the rotations of large layers affordable.
+        """
         if not self.is_fitted:
             raise CurvatureError(f"{self.kind} curvature is not fitted; call fit() or load() first")
-        out = self._apply({name: g.double() for name, g in grads.items()})
+        out = self._apply({name: working_precision(g) for name, g in grads.items()})
         return {name: (out[name] / self.n_train).to(grads[name].dtype) for name in grads}
+
+    def factor(self, key: str, like: torch.Tensor) -> torch.Tensor:
+        """``state[key]`` on the device and in the dtype of ``like``."""
+        return self.state[key].to(device=like.device, dtype=like.dtype)
 
     def layer_state(self, layers: Sequence[TrackedLayer]) -> dict[str, torch.Tensor]:
         """The tensors of `state` that belong to ``layers`` (keys ``"{layer name}/{what}"``)."""

@@ -29,6 +29,6 @@ class DiagonalCurvature(Curvature):
     def _apply(self, grads: Grads) -> Grads:
         out = {}
         for name, grad in grads.items():
-            diagonal = self.state[f"{name}/diagonal"].to(grad.device)
-            out[name] = grad / (diagonal + resolve_damping(self.damping, diagonal))
+            diagonal = self.state[f"{name}/diagonal"]
+            out[name] = grad / (diagonal + resolve_damping(self.damping, diagonal)).to(device=grad.device, dtype=grad.dtype)
         return out

@@ -67,14 +67,14 @@ class ExplicitCurvature(Curvature):
         if set(grads) != set(names):
             raise UserInputError("explicit curvature preconditions all tracked layers together; pass all of them")
         n = next(iter(grads.values())).shape[0]
-        flat = torch.cat([grads[name].reshape(n, -1) for name in names], dim=1).to(fisher.device)
+        flat = torch.cat([grads[name].reshape(n, -1) for name in names], dim=1).to(fisher)  # a dense solve: float64
         damping = resolve_damping(self.damping, torch.linalg.eigvalsh(fisher))
         solved = torch.linalg.solve(fisher + damping * torch.eye(len(fisher), dtype=fisher.dtype,
                                                                  device=fisher.device), flat.T).T
         out, start = {}, 0
         for name in names:
             size = grads[name][0].numel()
-            out[name] = solved[:, start : start + size].reshape(grads[name].shape)
+            out[name] = solved[:, start : start + size].reshape(grads[name].shape).to(grads[name].dtype)
             start += size
         return out
 

@@ -80,11 +80,11 @@ class KFACCurvature(Curvature):
     def _apply(self, grads: Grads) -> Grads:
         out = {}
         for name, grad in grads.items():
-            q_a = self.state[f"{name}/a_eigenvectors"].to(grad.device)
-            q_g = self.state[f"{name}/g_eigenvectors"].to(grad.device)
-            eigenvalues = self.state[f"{name}/eigenvalues"].to(grad.device)
-            rotated = q_g.T @ grad @ q_a
-            out[name] = q_g @ (rotated / (eigenvalues + resolve_damping(self.damping, eigenvalues))) @ q_a.T
+            q_a = self.factor(f"{name}/a_eigenvectors", grad)
+            q_g = self.factor(f"{name}/g_eigenvectors", grad)
+            eigenvalues = self.state[f"{name}/eigenvalues"]
+            damped = (eigenvalues + resolve_damping(self.damping, eigenvalues)).to(device=grad.device, dtype=grad.dtype)
+            out[name] = q_g @ ((q_g.T @ grad @ q_a) / damped) @ q_a.T
         return out
 
 
