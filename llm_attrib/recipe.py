@@ -56,7 +56,8 @@ class DataSpec:
         if self.prompt is not None and self.text is not None:
             raise UserInputError(f"{where}: give `text` or `prompt` (with `completion`), not both")
         if self.features is not None and self.text is not None:
-            raise UserInputError(f"{where}: give `features` (numeric columns) or `text` (embedded by `model`), not both")
+            raise UserInputError(f"{where}: give `features` (numeric columns) or `text` (embedded by `model`), "
+                                 "not both")
         if self.limit is not None and self.limit < 1:
             raise UserInputError(f"{where}.limit must be a positive number of rows, not {self.limit}")
 
@@ -78,7 +79,8 @@ class DataSpec:
 
     def with_columns_of(self, other: "DataSpec") -> "DataSpec":
         """This spec with the column mapping of ``other`` wherever it names none itself."""
-        return dataclasses.replace(self, **{key: getattr(other, key) for key in COLUMN_KEYS if getattr(self, key) is None})
+        inherited = {key: getattr(other, key) for key in COLUMN_KEYS if getattr(self, key) is None}
+        return dataclasses.replace(self, **inherited)
 
     def load(self, seed: int, where: str) -> tuple[Any, list[Any]]:
         """The `datasets.Dataset` (``limit`` rows drawn with ``seed``, in file order) and each row's id."""
@@ -213,7 +215,8 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = (), tasks: C
 def apply_overrides(raw: Any, overrides: Sequence[str]) -> set[str]:
     """Set each ``KEY=VALUE`` of ``overrides`` in ``raw`` (in place); the dotted keys set."""
     if not isinstance(raw, dict):
-        raise UserInputError(f"a recipe is a YAML mapping of keys ({', '.join(f.name for f in dataclasses.fields(Recipe))})")
+        keys = ", ".join(f.name for f in dataclasses.fields(Recipe))
+        raise UserInputError(f"a recipe is a YAML mapping of keys ({keys})")
     keys = set()
     for text in overrides:
         key, separator, value = text.partition("=")
@@ -224,7 +227,8 @@ def apply_overrides(raw: Any, overrides: Sequence[str]) -> set[str]:
         for depth, part in enumerate(parents):
             child = _child(node, part, key, create=True)
             if not isinstance(child, (dict, list)):
-                raise UserInputError(f"--set {key}: {'.'.join(parents[:depth + 1])} is {child!r}, not a mapping or list")
+                parent = ".".join(parents[:depth + 1])
+                raise UserInputError(f"--set {key}: {parent} is {child!r}, not a mapping or list")
             node = child
         _child(node, last, key, create=False)  # checks the index of a list
         node[int(last) if isinstance(node, list) else last] = yaml.safe_load(value)

@@ -38,11 +38,13 @@ TRACE_OPTIONS: dict[str, type] = {"max_examples": int, "batch_size": int, "fishe
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("run", help="run a recipe: a YAML file that describes a whole job",
-                                   description=__doc__.splitlines()[0])
+                                   description=f"Run the whole job a recipe describes (tasks: {', '.join(TASKS)}); "
+                                               "README.md's Recipes section lists its keys.")
     parser.add_argument("recipe", help="the recipe file, e.g. recipes/demo-trace.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe key: dotted, list items by index (train.limit=100, queries.0.prompt=...); "
-                             "VALUE is read as YAML; relative paths resolve against the working directory")
+                        help="override a recipe key: dotted, list items by index (train.limit=100, "
+                             "queries.0.prompt=...); VALUE is read as YAML; relative paths resolve against the "
+                             "working directory")
     parser.set_defaults(func=run)
 
 
@@ -114,7 +116,9 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
             refuses=("validation", "method.estimator", "train.label", "train.features", "queries.label",
                      "queries.features"))
     method = recipe.method
-    choose(method.name, [n for n, factory in ATTRIBUTORS.items() if hasattr(factory, "fit_key")], "method.name")
+    gradient_methods = [name for name, factory in ATTRIBUTORS.items()
+                        if getattr(factory, "fit_key", ("",))[0] == "influence"]
+    choose(method.name, gradient_methods, "method.name")
     for option, value in method.options.items():
         choose(option, list(TRACE_OPTIONS), "method.options")
         if not isinstance(value, TRACE_OPTIONS[option]) or isinstance(value, bool):
