@@ -55,6 +55,8 @@ class DataSpec:
     def check(self, where: str) -> None:
         if self.prompt is not None and self.text is not None:
             raise UserInputError(f"{where}: give `text` or `prompt` (with `completion`), not both")
+        if self.completion is not None and self.prompt is None:
+            raise UserInputError(f"{where}: a `completion` column goes with a `prompt` column; name it")
         if self.features is not None and self.text is not None:
             raise UserInputError(f"{where}: give `features` (numeric columns) or `text` (embedded by `model`), "
                                  "not both")

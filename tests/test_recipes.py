@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SENTENCES
 from llm_attrib.apps.run import TASKS
 from llm_attrib.cli import main
 from llm_attrib.demo.training import torch_threads
@@ -114,6 +115,17 @@ def test_value_recipe_with_validation_data_inherits_the_column_mapping(tmp_path)
     assert len(points) == 50 and len({point["id"] for point in points}) == 50
 
 
+def test_value_recipe_embeds_a_text_column_with_the_model(tmp_path):
+    rows = [(sentence, index % 2) for index, sentence in enumerate(SENTENCES)]
+    (tmp_path / "texts.jsonl").write_text("".join(json.dumps({"sentence": s, "y": y}) + "\n" for s, y in rows * 2))
+    assert run_recipe(VALUE, "model=demo", f"train.path={tmp_path / 'texts.jsonl'}", "train.id=null",
+                      "train.text=sentence", "train.label=y", "method.options={n_estimators: 10}",
+                      f"output.dir={tmp_path / 'out'}", "output.top_k=3") == 0
+    points = json.loads((tmp_path / "out" / "values.json").read_text())["points"]
+    assert [point["id"] for point in points] == list(range(len(rows) * 2))
+    assert "| text |" in (tmp_path / "out" / "report.md").read_text()
+
+
 def test_value_recipe_data_is_what_its_script_writes(tmp_path, monkeypatch):
     import importlib.util
 
@@ -183,6 +195,7 @@ VALUE = RECIPES / "noisy-labels-value.yaml"
     (DEMO, ["queries.7.prompt=x"], "'7' is not an index of a list of 3 items"),
     (DEMO, ["seed"], "--set 'seed': write KEY=VALUE"),
     (DEMO, ["validation={path: json}"], "`validation` is not used by a trace recipe"),
+    (VALUE, ["train.completion=label"], "train: a `completion` column goes with a `prompt` column"),
     (VALUE, ["model=demo"], "`model` embeds `train.text` in a value recipe"),
     (VALUE, ["method.options={n_estimators: 5, depth: 2}"], "data-oob has no parameter 'depth'"),
     (RECIPES / "missing.yaml", [], "no recipe file at"),
