@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from llm_attrib import __version__
+from llm_attrib.distributed import local_device, require_one_process
 from llm_attrib.errors import UserInputError
 from llm_attrib.recipe import DEMO, GenerateSpec, Recipe, load_recipe
 from llm_attrib.store import atomic_path, data_fingerprint, model_fingerprint, write_json
@@ -49,6 +50,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_one_process("a recipe writes its outputs from one process; `llm-attrib trace` runs under several")
     recipe = load_recipe(args.recipe, args.overrides, tasks=TASKS)
     written = TASKS[recipe.task](recipe, Path(args.recipe).name)
     print(f"{recipe.task}: wrote {', '.join(map(str, written))}")
@@ -133,6 +135,7 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
     else:
         loaded = CausalLMAdapter.from_pretrained(recipe.model)
         model, tokenizer = loaded.model, loaded.tokenizer
+    model.to(local_device())
     train = train_records(recipe)
     queries = query_pairs(recipe)
     out = Path(recipe.output.dir)
