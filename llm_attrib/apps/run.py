@@ -35,6 +35,8 @@ SIGN = "positive = the record raises log Pr(completion | prompt); removing it wo
 TRACE_OPTIONS: dict[str, type] = {"max_examples": int, "batch_size": int, "fisher": str, "query_rank": int,
                                   "rescore_top": int, "layer_partitions": int}
 """`method.options` of a trace recipe: `InfluenceAttributor` arguments, with their types."""
+CANDIDATES = 100
+"""Records kept per query by a trace recipe's prefilter when `method.candidates` is not given."""
 
 
 def add_parser(subparsers: Any) -> None:
@@ -112,24 +114,10 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
     from llm_attrib.apps.trace import trace_queries
     from llm_attrib.attributors import ATTRIBUTORS
     from llm_attrib.attributors.influence import InfluenceAttributor
-    from llm_attrib.prefilter import PREFILTERS, Prefilter
+    from llm_attrib.prefilter import Prefilter
 
-    require(recipe, "trace", needs=("model", "queries"),
-            refuses=("validation", "method.estimator", "train.label", "train.features", "queries.label",
-                     "queries.features"))
+    check_trace(recipe)
     method = recipe.method
-    gradient_methods = [name for name, factory in ATTRIBUTORS.items()
-                        if getattr(factory, "fit_key", ("",))[0] == "influence"]
-    choose(method.name, gradient_methods, "method.name")
-    for option, value in method.options.items():
-        choose(option, list(TRACE_OPTIONS), "method.options")
-        if not isinstance(value, TRACE_OPTIONS[option]) or isinstance(value, bool):
-            raise UserInputError(f"method.options.{option}: expected {TRACE_OPTIONS[option].__name__}, got {value!r}")
-    if method.prefilter is not None:
-        choose(method.prefilter, sorted(PREFILTERS), "method.prefilter")
-    if not isinstance(recipe.train, str) and recipe.train.prompt is not None and recipe.train.completion is None:
-        raise UserInputError("train: a `prompt` mapping needs a `completion` column")
-
     if recipe.model == DEMO:
         model, tokenizer = demo_bundle().model, demo_bundle().tokenizer
     else:
@@ -145,7 +133,7 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
                                      cache_dir=factors, progress=sys.stderr.isatty(), **method.options)
     prefilter = None
     if method.prefilter is not None:
-        prefilter = Prefilter(method.prefilter, method.candidates or 100).fit_or_load(
+        prefilter = Prefilter(method.prefilter, method.candidates or CANDIDATES).fit_or_load(
             Path(factors) / f"prefilter-{method.prefilter}.pkl", train)
     generate = recipe.generate or GenerateSpec()
     scores, reports = trace_queries(attributor, train, queries, top_k=recipe.output.top_k,
@@ -160,6 +148,27 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
     })
     write_text(out / "report.md", trace_markdown(name, recipe, reports, meta, train))
     return [out / "scores.json", out / "report.md"]
+
+
+def check_trace(recipe: Recipe) -> None:
+    """One-line errors for what a trace recipe cannot run with, before any model is loaded."""
+    from llm_attrib.attributors import ATTRIBUTORS
+    from llm_attrib.prefilter import PREFILTERS
+
+    require(recipe, "trace", needs=("model", "queries"),
+            refuses=("validation", "method.estimator", "train.label", "train.features", "queries.label",
+                     "queries.features"))
+    method = recipe.method
+    choose(method.name, [key for key, factory in ATTRIBUTORS.items()
+                         if getattr(factory, "fit_key", ("",))[0] == "influence"], "method.name")
+    for option, value in method.options.items():
+        choose(option, list(TRACE_OPTIONS), "method.options")
+        if not isinstance(value, TRACE_OPTIONS[option]) or isinstance(value, bool):
+            raise UserInputError(f"method.options.{option}: expected {TRACE_OPTIONS[option].__name__}, got {value!r}")
+    if method.prefilter is not None:
+        choose(method.prefilter, sorted(PREFILTERS), "method.prefilter")
+    if recipe.train != DEMO and recipe.train.prompt is not None and recipe.train.completion is None:
+        raise UserInputError("train: a `prompt` mapping needs a `completion` column")
 
 
 def train_records(recipe: Recipe) -> list[dict[str, Any]]:
@@ -190,7 +199,7 @@ def trace_markdown(name: str, recipe: Recipe, reports: Sequence[Any], meta: dict
         f"**Sign: {SIGN}.**", "",
         f"- model: `{recipe.model}` (fingerprint {meta['model_fingerprint']})",
         f"- training records: {len(train)} (fingerprint {meta['data_fingerprint']})",
-        f"- method: {method.name}" + (f", {method.prefilter} prefilter keeping {method.candidates or 100} "
+        f"- method: {method.name}" + (f", {method.prefilter} prefilter keeping {method.candidates or CANDIDATES} "
                                       "candidates per query (other records not scored)" if method.prefilter else ""),
         f"- seed: {recipe.seed}; llm_attrib {meta['library_version']}", "",
     ]
