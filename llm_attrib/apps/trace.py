@@ -97,15 +97,15 @@ def trace_queries(
         scores = prefilter.score(attributor, records, train, per_token=True)
     reports = [
         TraceReport(prompt=prompt, completion=completion, method=scores.method, units=scores.units,
-                    top=_top_records(adapter, train, scores, q, top_k, tokens_per_record),
+                    top=top_records(adapter, train, scores, q, top_k, tokens_per_record),
                     generated=queries[q][1] is None)
         for q, (prompt, completion) in enumerate(pairs)
     ]
     return scores, reports
 
 
-def _top_records(adapter: Any, train: Sequence[Any], scores: Scores, query: int, top_k: int,
-                 tokens_per_record: int) -> list[TracedRecord]:
+def top_records(adapter: Any, train: Sequence[Any], scores: Scores, query: int, top_k: int,
+                tokens_per_record: int) -> list[TracedRecord]:
     """Query ``query``'s ``top_k`` scored records, each with its ``tokens_per_record`` highest-scoring tokens."""
     top = []
     finite = torch.isfinite(scores.values[query])
