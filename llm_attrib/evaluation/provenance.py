@@ -7,17 +7,26 @@ documents are summed per work (`group_scores`: positive = the work's documents t
 log-probability). A (query, work) pair is flagged when its group score exceeds a threshold calibrated on
 queries from never-trained works (`calibrate_threshold`, e.g. their 95th percentile), so about 5% of
 unrelated pairs are flagged by construction; `flag_report` gives precision and recall of flagged pairs.
+
+`group_p_values` is the calibrated alternative that needs no never-trained queries: each work's group score is
+compared with those of random groups of the same size drawn from the training records of no work (a seeded
+permutation test, `llm_attrib.significance`); `evaluate_provenance_permutation` flags a (query, work) pair when its
+p-value, adjusted for multiple testing across that query's works, is below ``alpha`` (the audit's rule, one query
+being one audited output).
 """
 
 from __future__ import annotations
 
 import random
 import re
+from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
 
 import torch
 
 from llm_attrib.errors import UserInputError
+from llm_attrib.significance import CORRECTIONS, permutation_p_values
 
 
 def split_works(text: str, n_works: int, speeches_per_work: int) -> list[list[str]]:
@@ -57,14 +66,52 @@ def flag_report(group_values: torch.Tensor, truth: torch.Tensor, threshold: floa
     group_values: ``[n_query, n_groups]``; truth: same shape, True where the query was derived from the work.
     Also the false-positive rate among pairs that are not true (from never-trained queries: about 1 - quantile).
     """
-    flagged = group_values > threshold
+    return {**flag_counts(group_values > threshold, truth), "threshold": threshold}
+
+
+def flag_counts(flagged: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """Precision, recall and false-positive rate of the ``flagged`` pairs (bool, same shape as ``truth``)."""
     true_positive = int((flagged & truth).sum())
     return {
         "precision": true_positive / max(int(flagged.sum()), 1),
         "recall": true_positive / max(int(truth.sum()), 1),
         "false_positive_rate": int((flagged & ~truth).sum()) / max(int((~truth).sum()), 1),
-        "threshold": threshold,
     }
+
+
+@dataclass
+class GroupTest:
+    """Each tested group's score sum and permutation p-value against random groups of ungrouped records.
+
+    labels: the groups tested; sizes: their numbers of records; scores and p_values: ``[n_query, n_groups]``
+    (positive score = the group's records together raise the query's log-probability; small p = larger than
+    random groups of the same size are). ``n_pool``: the ungrouped records the random groups were drawn from.
+    """
+
+    labels: list[Hashable]
+    sizes: list[int]
+    scores: torch.Tensor
+    p_values: torch.Tensor
+    n_pool: int
+
+
+def group_p_values(scores: torch.Tensor, groups: Sequence[Hashable | None], *, draws: int, seed: int,
+                   only: Sequence[Hashable] | None = None) -> GroupTest:
+    """Sum ``scores`` ``[n_query, n_train]`` per group and test each sum against ``draws`` random groups of the same
+    size drawn from the columns whose group is ``None`` (`permutation_p_values`, seeded by ``seed``).
+
+    ``only``: test just these groups (default: every group); the other groups' columns are in no test and not in the
+    pool. Scores must be finite.
+    """
+    if not torch.isfinite(scores).all():
+        raise UserInputError("the scores hold NaN or infinite values; a group test needs every record scored")
+    pool = [column for column, group in enumerate(groups) if group is None]
+    tested = {g for g in groups if g is not None} if only is None else set(only)
+    grouped, labels = group_scores(scores, [g if g in tested else None for g in groups])
+    counts = Counter(groups)
+    sizes = [counts[label] for label in labels]
+    p_values = permutation_p_values(grouped, sizes, scores[:, pool], draws=draws, seed=seed)
+    return GroupTest(labels=labels, sizes=sizes, scores=grouped, p_values=p_values, n_pool=len(pool))
 
 
 def perturb_words(text: str, fraction: float, vocabulary: Sequence[str], rng: random.Random) -> str:
@@ -127,3 +174,25 @@ def evaluate_provenance(
     threshold = calibrate_threshold(grouped[held], quantile)
     truth = torch.tensor([[work == label for label in labels] for work in query_works], dtype=torch.bool)
     return flag_report(grouped[~held], truth[~held], threshold)
+
+
+def evaluate_provenance_permutation(
+    scores: torch.Tensor,
+    train_groups: Sequence[Hashable | None],
+    query_works: Sequence[Hashable],
+    calibration: Sequence[bool],
+    *,
+    alpha: float = 0.01,
+    correction: str = "holm",
+    draws: int = 9999,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Precision/recall/false-positive rate of the (query, work) pairs flagged by the permutation test
+    (`group_p_values`; adjusted by ``correction`` across each query's works, flagged when below ``alpha``), on the
+    same test queries as `evaluate_provenance` (the ``calibration`` queries are left out; the test needs none).
+    """
+    test = group_p_values(scores, train_groups, draws=draws, seed=seed)
+    adjusted = torch.stack([CORRECTIONS[correction](row) for row in test.p_values])
+    truth = torch.tensor([[work == label for label in test.labels] for work in query_works], dtype=torch.bool)
+    held = torch.as_tensor(list(calibration), dtype=torch.bool)
+    return {**flag_counts(adjusted[~held] < alpha, truth[~held]), "alpha": alpha}
