@@ -191,8 +191,11 @@ def projected_gradients(adapter: Adapter, projections: Mapping[str, KroneckerPro
                         chunks: Iterable[tuple[int, Sequence[Any]]], *, measure: bool,
                         progress: bool = False) -> torch.Tensor:
     """``[n, k]``: each record's projected gradient of the measurement ``f`` (``measure``) or of ``log p``, the
-    tracked layers' ``vec(P_gᵀ G P_a)`` concatenated, in working precision (float32; float64 for a float64 model)."""
-    rows = []
+    tracked layers' ``vec(P_gᵀ G P_a)`` concatenated, in working precision (float32; float64 for a float64 model).
+    No chunks (a process whose shard is empty) give ``[0, k]``, so that gathering still works."""
+    weight = adapter.layers[0].module.weight
+    rows = [torch.zeros(0, sum(p.dim for p in projections.values()), device=weight.device,
+                        dtype=working_precision(weight.detach()[:0]).dtype)]
     for start, records in tqdm(chunks, desc="trak gradients", disable=not progress):
         batch = adapter.collate(adapter.encode(records, first_index=start))
         with LayerCapture(adapter.layers) as capture:
