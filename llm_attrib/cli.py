@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "llm_attrib.apps.quickstart",
     "llm_attrib.apps.fit_factors",
     "llm_attrib.apps.trace",
+    "llm_attrib.apps.audit",
     "llm_attrib.apps.run",
     "llm_attrib.valuation.cli",
     "llm_attrib.evaluation.cli",
