@@ -8,11 +8,16 @@ weights. `log_likelihoods` is the measurement every attribution score refers to.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
 from llm_attrib.data import IGNORE_INDEX, Batch, Columns, Encoded, batched, collate, encode_record
+
+EpochHook = Callable[[int, torch.nn.Module, float], None]
+"""``hook(epochs done, model, η)`` after each epoch of `train_causal_lm`, with ``η`` = the epoch's learning rate ×
+its optimizer steps (the weight TracIn gives a checkpoint that stands for the epoch). The model is in train mode
+and training goes on with it: copy it, never modify it."""
 
 
 def model_context(model: torch.nn.Module, tokenizer: Any) -> int:
@@ -81,6 +86,7 @@ def train_causal_lm(
     append_eos: bool = True,
     progress: bool = False,
     num_threads: int | None = None,
+    on_epoch_end: EpochHook | None = None,
 ) -> torch.nn.Module:
     """Train ``model`` in place with AdamW and return it (in eval mode).
 
@@ -88,14 +94,16 @@ def train_causal_lm(
     first; prompt/completion: completion tokens, plus EOS if ``append_eos``). The record order of each epoch is a
     seeded permutation; with ``seed`` and the thread count fixed the result is bitwise reproducible on CPU.
     ``num_threads=1`` is the fastest for tiny models on a busy machine and makes the weights independent of the
-    machine's core count. An empty ``records`` returns the model unchanged.
+    machine's core count. An empty ``records`` returns the model unchanged. ``on_epoch_end`` sees the model after
+    each epoch (to keep checkpoints) without changing the training.
     """
     max_length = max_length or model_context(model, tokenizer)
     encoded = encode_records(tokenizer, records, max_length=max_length, columns=columns, append_eos=append_eos)
     if not encoded:
         return model.eval()
     with torch_threads(num_threads):
-        _optimise(model, tokenizer.pad_token_id, encoded, epochs, lr, batch_size, seed, weight_decay, progress)
+        _optimise(model, tokenizer.pad_token_id, encoded, epochs, lr, batch_size, seed, weight_decay, progress,
+                  on_epoch_end)
     return model.eval()
 
 
@@ -109,6 +117,7 @@ def _optimise(
     seed: int,
     weight_decay: float,
     progress: bool,
+    on_epoch_end: EpochHook | None,
 ) -> None:
     """The AdamW loop of `train_causal_lm`."""
     torch.manual_seed(seed)
@@ -117,7 +126,7 @@ def _optimise(
     model.train()
     for epoch in range(epochs):
         permutation = torch.randperm(len(encoded), generator=order).tolist()
-        total, tokens = 0.0, 0
+        total, tokens, steps = 0.0, 0, 0
         for indices in batched(permutation, batch_size):
             batch = collate([encoded[i] for i in indices], pad_token_id=pad_token_id)
             log_probs = token_log_probs(forward(model, batch), batch.labels)
@@ -126,9 +135,11 @@ def _optimise(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, tokens = total + float(loss.detach()) * n_scored, tokens + n_scored
+            total, tokens, steps = total + float(loss.detach()) * n_scored, tokens + n_scored, steps + 1
         if progress:
             print(f"epoch {epoch + 1}/{epochs}: mean token NLL {total / max(tokens, 1):.4f}", flush=True)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, model, optimizer.param_groups[0]["lr"] * steps)
 
 
 @torch.no_grad()

@@ -12,12 +12,13 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from llm_attrib.demo.training import log_likelihoods, train_causal_lm
+from llm_attrib.demo.training import EpochHook, log_likelihoods, train_causal_lm
 
 
 @dataclass
 class DemoRetrainer:
-    """``retrain(records, seed) -> model``: ``build_model(seed)`` (a fresh initialisation) trained on ``records``."""
+    """``retrain(records, seed) -> model``: ``build_model(seed)`` (a fresh initialisation) trained on ``records``;
+    ``on_epoch_end`` sees each epoch's model (`llm_attrib.demo.training.EpochHook`), e.g. to keep checkpoints."""
 
     build_model: Callable[[int], torch.nn.Module]
     tokenizer: Any
@@ -25,10 +26,11 @@ class DemoRetrainer:
     lr: float
     batch_size: int
 
-    def __call__(self, records: Sequence[Mapping[str, Any]], seed: int) -> torch.nn.Module:
+    def __call__(self, records: Sequence[Mapping[str, Any]], seed: int,
+                 on_epoch_end: EpochHook | None = None) -> torch.nn.Module:
         return train_causal_lm(
             self.build_model(seed), self.tokenizer, records,
-            epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=seed,
+            epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=seed, on_epoch_end=on_epoch_end,
         )
 
     def settings(self) -> dict[str, Any]:
