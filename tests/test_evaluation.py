@@ -298,3 +298,50 @@ def test_ground_truth_caches_are_named_by_their_sizes(tmp_path):
     bench = Benchmark("b", None, None, [], [], None, settings={"n_train": 10})
     assert _truth_dir(config, "lds-b", bench, 16, 0.5, 1) == _truth_dir(config, "lds-b", bench, 16, 0.5, 1)
     assert _truth_dir(config, "lds-b", bench, 16, 0.5, 1) != _truth_dir(config, "lds-b", bench, 32, 0.5, 1)
+
+
+def test_training_runs_give_checkpoints_of_the_model_and_other_seeds(tmp_path, monkeypatch):
+    from llm_attrib.evaluation.runs import TrainingRuns
+    from llm_attrib.store import model_fingerprint
+
+    torch.set_num_threads(1)
+    benchmark = _tiny_benchmark()
+    rng = torch.get_rng_state()
+    checkpoints, learning_rates = benchmark.runs.checkpoints()
+    assert torch.equal(torch.get_rng_state(), rng)  # training a run leaves the global RNG as it was
+    assert len(checkpoints) == 2 and learning_rates == pytest.approx([1e-2 * 3, 1e-2 * 3])  # 6 records / 2 per step
+    assert model_fingerprint(checkpoints[-1]) == model_fingerprint(benchmark.model)
+    assert model_fingerprint(checkpoints[0]) != model_fingerprint(benchmark.model)
+    models = benchmark.runs.models(3)
+    assert models[0] is benchmark.model and len({model_fingerprint(m) for m in models}) == 3
+    assert model_fingerprint(models[2]) == model_fingerprint(benchmark.retrainer(benchmark.train_records, 2))
+
+    runs = TrainingRuns(benchmark.retrainer, benchmark.train_records, 0, benchmark.model, cache_dir=tmp_path)
+    saved = runs.run(0)
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainingRuns, "_train", lambda *args: pytest.fail("trained again instead of loading"))
+        loaded = TrainingRuns(benchmark.retrainer, benchmark.train_records, 0, benchmark.model,
+                              cache_dir=tmp_path).run(0)
+    assert loaded.epochs == saved.epochs and loaded.learning_rates == saved.learning_rates
+    assert [model_fingerprint(m) for m in loaded.checkpoints] == [model_fingerprint(m) for m in saved.checkpoints]
+    with pytest.raises(CacheMismatchError, match="data"):
+        TrainingRuns(benchmark.retrainer, benchmark.train_records[:-1], 0, benchmark.model, cache_dir=tmp_path).run(0)
+    with pytest.raises(CacheMismatchError, match="reproduce"):
+        TrainingRuns(benchmark.retrainer, benchmark.train_records, 0, models[1]).run(0)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_tracin_and_trak_ensemble_get_the_benchmark_training_runs():
+    from llm_attrib.errors import UserInputError
+    from llm_attrib.evaluation.suite import run_method
+
+    torch.set_num_threads(1)
+    benchmark = _tiny_benchmark()
+    tracin = run_method(ATTRIBUTORS["tracin"], benchmark)
+    assert tracin.training_seconds > 0 and tracin.scores.shape == (2, 6)
+    assert tracin.scores.metadata["learning_rates"] == benchmark.runs.checkpoints()[1]
+    ensemble = run_method(ATTRIBUTORS["trak-ensemble"], benchmark)
+    assert ensemble.scores.metadata["n_models"] == 4 and ensemble.training_seconds > 0
+    assert run_method(ATTRIBUTORS["tracin"], benchmark).training_seconds == 0  # runs are kept
+    with pytest.raises(UserInputError, match="training history"):
+        ATTRIBUTORS["tracin"](benchmark.model, benchmark.tokenizer)

@@ -1,8 +1,10 @@
 """Attributors: one interface, ``fit(train_records)`` then ``score(query_records, train_records) -> Scores``.
 
-`ATTRIBUTORS` maps a method name to a factory ``factory(model, tokenizer) -> attributor``; methods that need no
-model (the text baselines) ignore both. The evaluation suite runs every entry.
-Scores follow the library's sign: positive = the training example raises the query's log-probability.
+`ATTRIBUTORS` maps a method name to a factory ``factory(model, tokenizer, training=None) -> attributor``; methods that
+need no model (the text baselines) ignore all three. ``training`` (a `TrainingHistory`) gives what the final model
+alone does not: its run's checkpoints (TracIn) and models trained from other seeds (TRAK's ensemble); a factory that
+needs it and gets None refuses with a one-line error. The evaluation suite runs every entry with its benchmark's
+history. Scores follow the library's sign: positive = the training example raises the query's log-probability.
 
 Damping variants (``influence-kfac@1e-8``, ``influence-ekfac@heuristic``…) exist so that the evaluation suite
 chooses the damping by measurement (DESIGN.md): `DAMPINGS` are compared, while ``influence-kfac`` /
@@ -13,22 +15,37 @@ and ``damping`` (None = the default), so the suite fits once per curvature and s
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from llm_attrib.attributors.text import BM25Attributor, RandomAttributor, TfidfAttributor
+from llm_attrib.errors import UserInputError
 
-AttributorFactory = Callable[[Any, Any], Any]
+if TYPE_CHECKING:
+    from llm_attrib.attributors.checkpoints import TrainingHistory
+
+AttributorFactory = Callable[..., Any]
+"""``factory(model, tokenizer, training: TrainingHistory | None = None) -> attributor``."""
 
 DAMPINGS: dict[str, float | str] = {"1e-8": 1e-8, "1e-4": 1e-4, "heuristic": "heuristic"}
 """Dampings the evaluation suite compares: kronfluence's tiny absolute default, a mid value, and Grosse et al.'s
 per-layer 0.1 × mean eigenvalue."""
+
+TRAK_ENSEMBLE = 4
+"""Models in ``trak-ensemble``: the final model and 3 trained from other seeds (each costs a full training)."""
+
+
+def _history(training: TrainingHistory | None, method: str) -> TrainingHistory:
+    if training is None:
+        raise UserInputError(f"{method} needs the model's training history (checkpoints or models from other seeds), "
+                             "not only the final model: build the attributor directly with Checkpoints")
+    return training
 
 
 def influence_factory(curvature: str, normalize: str | None = None, damping: float | str | None = None) -> AttributorFactory:
     """Factory of an `InfluenceAttributor` on the MLP layers of a causal LM (identity curvature = grad-dot);
     ``damping=None`` keeps the attributor's default."""
 
-    def factory(model: Any, tokenizer: Any) -> Any:
+    def factory(model: Any, tokenizer: Any, training: TrainingHistory | None = None) -> Any:
         from llm_attrib.adapters.causal_lm import CausalLMAdapter
         from llm_attrib.attributors.influence import InfluenceAttributor
 
@@ -41,24 +58,38 @@ def influence_factory(curvature: str, normalize: str | None = None, damping: flo
     return factory
 
 
-def trak_factory(projection_dim: int = 32) -> AttributorFactory:
-    """Factory of a `TrakAttributor` on the MLP layers of the one model given (default damping). TRAK's ensemble over
-    independently trained models needs models a factory does not get; TracIn is not registered for the same reason:
-    on the final model alone it is grad-dot times a learning rate."""
+def trak_factory(projection_dim: int = 32, n_models: int = 1) -> AttributorFactory:
+    """Factory of a `TrakAttributor` on the MLP layers (default damping): of the one model given, or (``n_models``
+    > 1) averaged over it and ``n_models - 1`` models from ``training.models``."""
 
-    def factory(model: Any, tokenizer: Any) -> Any:
-        from llm_attrib.adapters.causal_lm import CausalLMAdapter
+    def factory(model: Any, tokenizer: Any, training: TrainingHistory | None = None) -> Any:
+        from llm_attrib.attributors.checkpoints import Checkpoints
         from llm_attrib.attributors.trak import TrakAttributor
 
-        return TrakAttributor([CausalLMAdapter(model, tokenizer, modules="mlp")], projection_dim=projection_dim)
+        models = [model] if n_models == 1 else _history(training, "a TRAK ensemble").models(n_models)
+        return TrakAttributor(Checkpoints(models, tokenizer, modules="mlp"), projection_dim=projection_dim)
+
+    return factory
+
+
+def tracin_factory() -> AttributorFactory:
+    """Factory of a `TracInAttributor` on the MLP layers over ``training.checkpoints()`` (the last is the final model),
+    each weighted by its learning rate × steps. On the final model alone TracIn is grad-dot times a learning rate."""
+
+    def factory(model: Any, tokenizer: Any, training: TrainingHistory | None = None) -> Any:
+        from llm_attrib.attributors.checkpoints import Checkpoints
+        from llm_attrib.attributors.tracin import TracInAttributor
+
+        checkpoints, learning_rates = _history(training, "TracIn").checkpoints()
+        return TracInAttributor(Checkpoints(checkpoints, tokenizer, modules="mlp"), learning_rates)
 
     return factory
 
 
 ATTRIBUTORS: dict[str, AttributorFactory] = {
-    "random": lambda model, tokenizer: RandomAttributor(seed=0),
-    "tfidf": lambda model, tokenizer: TfidfAttributor(),
-    "bm25": lambda model, tokenizer: BM25Attributor(),
+    "random": lambda model, tokenizer, training=None: RandomAttributor(seed=0),
+    "tfidf": lambda model, tokenizer, training=None: TfidfAttributor(),
+    "bm25": lambda model, tokenizer, training=None: BM25Attributor(),
     "grad-dot": influence_factory("identity"),
     "grad-cos": influence_factory("identity", normalize="cosine"),
     "influence-diagonal": influence_factory("diagonal"),
@@ -67,4 +98,6 @@ ATTRIBUTORS: dict[str, AttributorFactory] = {
     **{f"influence-{kind}@{label}": influence_factory(kind, damping=value)
        for kind in ("kfac", "ekfac") for label, value in DAMPINGS.items()},
     "trak": trak_factory(),
+    "trak-ensemble": trak_factory(n_models=TRAK_ENSEMBLE),
+    "tracin": tracin_factory(),
 }

@@ -3,6 +3,8 @@
 TracIn sums over a run's checkpoints and TRAK averages over models; both need the same tracked layers and
 tokenisation on every model. A checkpoint is a model or a local folder that ``AutoModelForCausalLM.from_pretrained``
 loads; a folder is loaded only when its adapter is asked for, so the caller holds one checkpoint at a time.
+`TrainingHistory` is where such models come from when a registry factory is given only the final model (the
+evaluation suite's benchmarks provide one).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 import torch
 from torch import nn
@@ -19,6 +21,16 @@ from llm_attrib.adapters.causal_lm import CausalLMAdapter
 from llm_attrib.errors import UserInputError
 
 Checkpoint = Union[nn.Module, str, os.PathLike]
+
+
+class TrainingHistory(Protocol):
+    """How a final model was trained, as far as TracIn and ensembles need it."""
+
+    def checkpoints(self) -> tuple[Sequence[Checkpoint], Sequence[float]]:
+        """The run's checkpoints (the last = the final model) and each one's learning-rate weight ``η_k``."""
+
+    def models(self, n: int) -> Sequence[Checkpoint]:
+        """The final model and ``n - 1`` others trained on the same data from other seeds."""
 
 
 class Checkpoints(Sequence):

@@ -14,7 +14,9 @@
   training records (AUROC, precision@k against the swapped ones).
 
 Each benchmark carries its own ``evaluators`` (scores → metrics) and ``attributor_evaluators`` (fitted
-attributor → metrics); the suite adds LDS / LOO where it has ground truth.
+attributor → metrics); the suite adds LDS / LOO where it has ground truth. Its ``runs``
+(`llm_attrib.evaluation.runs.TrainingRuns`) give the checkpoints of its model's training and models trained from
+other seeds, on demand, for TracIn and ensembles.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from llm_attrib.evaluation.fact_tracing import retrieval_report, tail_patch_repo
 from llm_attrib.evaluation.mislabel import detection_report, self_influence_scores, swap_completions
 from llm_attrib.evaluation.provenance import evaluate_provenance, passage_queries, split_works
 from llm_attrib.evaluation.retrain import DemoRetrainer
+from llm_attrib.evaluation.runs import TrainingRuns
 from llm_attrib.scores import Scores
 
 Evaluator = Callable[[Scores], dict[str, float]]
@@ -43,7 +46,8 @@ AttributorEvaluator = Callable[[Any], dict[str, float]]
 
 @dataclass
 class Benchmark:
-    """A trained model with its data. ``retrainer`` rebuilds it from scratch on any subset (seeded)."""
+    """A trained model with its data. ``retrainer`` rebuilds it from scratch on any subset (seeded); ``seed`` is the
+    one that trained ``model``, and ``runs`` retrains it on demand (checkpoints, other seeds)."""
 
     name: str
     model: torch.nn.Module
@@ -54,6 +58,11 @@ class Benchmark:
     evaluators: list[Evaluator] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     attributor_evaluators: list[AttributorEvaluator] = field(default_factory=list)
+    seed: int = 0
+    runs: TrainingRuns = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.runs = TrainingRuns(self.retrainer, self.train_records, self.seed, self.model)
 
 
 def _truncate(tokenizer: Any, text: str, max_tokens: int) -> str:
@@ -133,7 +142,7 @@ def roleplay_benchmark(
 
         attributor_evaluators.append(detect)
     return Benchmark(name, retrainer(train, seed), tokenizer, train, queries, retrainer,
-                     settings=settings, attributor_evaluators=attributor_evaluators)
+                     settings=settings, attributor_evaluators=attributor_evaluators, seed=seed)
 
 
 def loo_benchmark(path: str | Path, *, n_train: int = 48, n_query: int = 16, seed: int = 0) -> Benchmark:
@@ -162,7 +171,8 @@ def facts_benchmark(cache_dir: str | Path, recipe: DemoRecipe = FACTS_RECIPE) ->
     ]
     return Benchmark("facts", bundle.model, tokenizer, bundle.train_records, queries, retrainer, evaluators,
                      settings={"recipe": vars(recipe) if hasattr(recipe, "__dict__") else str(recipe),
-                               "greedy_accuracy": bundle.info.get("greedy_accuracy"), **retrainer.settings()})
+                               "greedy_accuracy": bundle.info.get("greedy_accuracy"), **retrainer.settings()},
+                     seed=recipe.train_seed)
 
 
 def provenance_benchmark(
@@ -206,4 +216,4 @@ def provenance_benchmark(
     ]
     return Benchmark("provenance", retrainer(documents, seed), tokenizer, documents, queries, retrainer, evaluators,
                      settings={"planted": sorted(planted), "calibration": sorted(calibration), "n_works": n_works,
-                               "seed": seed, **retrainer.settings()})
+                               "seed": seed, **retrainer.settings()}, seed=seed)

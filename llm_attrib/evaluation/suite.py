@@ -4,7 +4,10 @@ For each benchmark (`llm_attrib.evaluation.benchmarks`) and each method (`llm_at
 plus peers such as kronfluence), the method is fitted on the training records and scores the queries; the
 scores are evaluated with the benchmark's metrics and timed (fit + score, wall-clock seconds). Ground truth
 for LDS and LOO is cached under ``cache_dir`` (resumable). Influence variants that differ only in damping share
-one fitted curvature per benchmark (the registry's ``fit_key``); their ``seconds`` still count that fit. Results go to ``<out_dir>/results/<benchmark>.json`` and a
+one fitted curvature per benchmark (the registry's ``fit_key``); their ``seconds`` still count that fit. Factories get
+the benchmark's training runs (``training=``, `llm_attrib.evaluation.runs.TrainingRuns`, cached under ``cache_dir``):
+TracIn's checkpoints and the TRAK ensemble's models; the time spent training those is reported as
+``training_seconds``, apart from ``seconds``. Results go to ``<out_dir>/results/<benchmark>.json`` and a
 Markdown table between ``<!-- results:start -->`` and ``<!-- results:end -->`` in ``<out_dir>/README.md``.
 Sign: positive score = the training example raises the query's log-probability.
 """
@@ -24,7 +27,7 @@ from typing import Any, Callable
 
 import torch
 
-from llm_attrib.attributors import ATTRIBUTORS, AttributorFactory
+from llm_attrib.attributors import ATTRIBUTORS, TRAK_ENSEMBLE, AttributorFactory
 from llm_attrib.evaluation.benchmarks import (
     Benchmark,
     facts_benchmark,
@@ -36,6 +39,7 @@ from llm_attrib.evaluation.benchmarks import (
 from llm_attrib.evaluation.lds import LDSGroundTruth, evaluate_lds, lds_ground_truth
 from llm_attrib.evaluation.loo import LOOGroundTruth, evaluate_loo, loo_ground_truth
 from llm_attrib.evaluation.retrain import LogLikelihoodMeasure
+from llm_attrib.evaluation.runs import N_CHECKPOINTS
 from llm_attrib.scores import Scores
 from llm_attrib.store import data_fingerprint, write_json
 
@@ -72,12 +76,18 @@ def _log(message: str) -> None:
     print(f"[eval {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def _final_model_only(make: Callable[[Any, Any], Any]) -> AttributorFactory:
+    """A registry-style factory from a peer's ``make(model, tokenizer)`` (peers use no training history)."""
+    return lambda model, tokenizer, training=None: make(model, tokenizer)
+
+
 def method_table(config: SuiteConfig) -> dict[str, AttributorFactory]:
     """The registry plus the peers' ``PEERS`` tables (a peer module that cannot be imported is reported and skipped)."""
     table = dict(ATTRIBUTORS)
     for module_name in config.peers:
         try:
-            table.update(importlib.import_module(module_name).PEERS)
+            table.update({name: _final_model_only(make)
+                          for name, make in importlib.import_module(module_name).PEERS.items()})
         except ImportError as error:
             _log(f"peer {module_name} skipped: {error}")
     if config.methods:
@@ -90,13 +100,15 @@ def method_table(config: SuiteConfig) -> dict[str, AttributorFactory]:
 
 @dataclass
 class MethodRun:
-    """A fitted attributor, its scores of the benchmark's queries (None without queries) and wall-clock seconds."""
+    """A fitted attributor, its scores of the benchmark's queries (None without queries) and wall-clock seconds
+    (``training_seconds``: spent training or loading the benchmark's runs, not counted in ``fit_seconds``)."""
 
     attributor: Any
     scores: Scores | None
     fit_seconds: float
     score_seconds: float
     shared_fit: bool = False
+    training_seconds: float = 0.0
 
 
 def _set_damping(attributor: Any, damping: float | str | None) -> None:
@@ -116,19 +128,22 @@ def run_method(factory: AttributorFactory, benchmark: Benchmark, fitted: dict[An
     attributor at their own ``damping``; the shared fit's seconds are reported as theirs too.
     """
     key = getattr(factory, "fit_key", None)
+    training_before = benchmark.runs.seconds
     if fitted is not None and key is not None and key in fitted:
         attributor, fit_seconds = fitted[key]
         _set_damping(attributor, getattr(factory, "damping", None))
         shared = True
     else:
         start = time.perf_counter()
-        attributor = factory(benchmark.model, benchmark.tokenizer).fit(benchmark.train_records)
+        attributor = factory(benchmark.model, benchmark.tokenizer, training=benchmark.runs).fit(benchmark.train_records)
         fit_seconds, shared = time.perf_counter() - start, False
         if fitted is not None and key is not None:
             fitted[key] = (attributor, fit_seconds)
+    training_seconds = benchmark.runs.seconds - training_before
     start = time.perf_counter()
     scores = attributor.score(benchmark.query_records, benchmark.train_records) if benchmark.query_records else None
-    return MethodRun(attributor, scores, fit_seconds, time.perf_counter() - start, shared)
+    return MethodRun(attributor, scores, fit_seconds - training_seconds, time.perf_counter() - start, shared,
+                     training_seconds)
 
 
 def _truth_dir(config: SuiteConfig, prefix: str, benchmark: Benchmark, *sizes: Any) -> Path:
@@ -199,7 +214,8 @@ def evaluate_benchmark(
                 row.update(attributor_evaluator(run.attributor))
             extra = time.perf_counter() - evaluator_start
             row.update(seconds=run.fit_seconds + run.score_seconds + extra, fit_seconds=run.fit_seconds,
-                       score_seconds=run.score_seconds + extra, shared_fit=run.shared_fit)
+                       score_seconds=run.score_seconds + extra, shared_fit=run.shared_fit,
+                       training_seconds=run.training_seconds)
         except Exception as error:  # a broken method must not sink the whole table
             traceback.print_exc()
             row = {"error": f"{type(error).__name__}: {error}"}
@@ -294,6 +310,7 @@ def run_suite(config: SuiteConfig) -> dict[str, dict[str, Any]]:
         bench_start = time.perf_counter()
         _log(f"building benchmark {name}")
         benchmark = BENCHMARK_BUILDERS[name](config)
+        benchmark.runs.cache_dir = _truth_dir(config, f"runs-{name}", benchmark, N_CHECKPOINTS)
         n_subsets = LDS_SUBSETS[name](config)
         truth = lds_truth(benchmark, config, n_subsets) if n_subsets > 0 else None
         loo = loo_truth(benchmark, config) if name in LOO_BENCHMARKS and config.loo_removed > 0 else None
@@ -323,7 +340,10 @@ def run_suite(config: SuiteConfig) -> dict[str, dict[str, Any]]:
                        if "n_corrupted" in r["settings"] else "")
                     for b, r in results.items())
         + ". `s` = seconds to fit + score (damping variants share one fit, counted in each). "
-        "Sign: positive = raises the query's log-probability."
+        f"`tracin` sums over {N_CHECKPOINTS} evenly spaced checkpoints of the model's own training run (weights "
+        "η = learning rate × steps between checkpoints); `trak-ensemble` averages TRAK over the model and "
+        f"{TRAK_ENSEMBLE - 1} models trained from other seeds; training those models is not in `s` "
+        "(`training_seconds` in the JSON). Sign: positive = raises the query's log-probability."
     )
     write_readme(config.out_dir / "README.md", markdown_table(results), notes)
     _log(f"done in {total:.0f} s")
