@@ -27,7 +27,7 @@ DRAWS_PER_BLOCK_ELEMENTS = 1 << 22
 
 
 def random_group_sums(pool: torch.Tensor, size: int, draws: int, seed: int) -> torch.Tensor:
-    """``[n_query, draws]``: sums of ``pool`` ``[n_query, n_pool]`` over ``draws`` random ``size``-subsets of its columns.
+    """``[n_query, draws]``: sums of ``pool`` ``[n_query, n_pool]`` over ``draws`` random ``size``-subsets of columns.
 
     Each subset is drawn uniformly without replacement, independently of the others, from a generator seeded by
     ``(seed, size)``: a group's null distribution does not depend on which other groups are tested.
@@ -115,6 +115,6 @@ def require_reachable(correction: str, n_tests: int, draws: int, alpha: float) -
     best = torch.ones(n_tests, dtype=torch.float64)
     best[0] = smallest_p_value(draws)
     if float(CORRECTIONS[correction](best)[0]) >= alpha:
-        raise UserInputError(f"with {draws} random groups the smallest p-value is 1/{draws + 1}, which the {correction} "
-                             f"correction over {n_tests} tests cannot bring below alpha={alpha}; "
+        raise UserInputError(f"with {draws} random groups the smallest p-value is 1/{draws + 1}, which the "
+                             f"{correction} correction over {n_tests} tests cannot bring below alpha={alpha}; "
                              f"use at least {int(n_tests / alpha) + 1} draws")

@@ -129,8 +129,8 @@ def corpus(seed: int = CORPUS_SEED) -> tuple[list[dict], list[dict]]:
                for i in range(8)]
     records += [{"id": f"decoy{i}", "text": " ".join(rng.choice(COMMON) for _ in range(14)), "work": "decoy"}
                 for i in range(8)]
-    records += [{"id": f"plain{i}", "text": " ".join(rng.choice(COMMON) for _ in range(14)), "work": None if i % 2 else ""}
-                for i in range(40)]
+    records += [{"id": f"plain{i}", "text": " ".join(rng.choice(COMMON) for _ in range(14)),
+                 "work": None if i % 2 else ""} for i in range(40)]  # null and blank both mean unprotected
     words = [records[i]["text"].split() for i in (0, 5, 2)]
     outputs = [{"prompt": " ".join(w[:5]), "completion": " " + " ".join(w[5:13])} for w in words[:2]]
     outputs.append({"prompt": " ".join(words[2][:5])})  # the model completes it: does it reproduce the work?

@@ -66,8 +66,9 @@ class WorkFinding:
     score: sum of the work's records' scores (positive = they raise the output's log-probability); p_value: share of
     random unprotected groups of ``n_records`` records scoring at least as much (add-one); adjusted_p: after the
     correction over the audit's tests. ``overlap``: the longest run of completion words found verbatim in the
-    work's record ``overlap_record`` (its id; ``None`` when no word is shared). ``output_tokens`` (flagged works): the output positions carrying most of the
-    score; ``token_parts_sum``: the sum over all positions, equal to ``score`` up to float error (a check).
+    work's record ``overlap_record`` (its id; ``None`` when no word is shared). ``output_tokens`` (flagged works):
+    the output positions carrying most of the score; ``token_parts_sum``: the sum over all positions, equal to
+    ``score`` up to float error (a check).
     """
 
     work: str
@@ -136,21 +137,7 @@ def audit(
     works: one label per training record, ``None`` = unprotected (the comparison pool). The settings are checked
     before any gradient work. With a ``prefilter``, records outside an output's candidates are not scored and count 0.
     """
-    if len(works) != len(train):
-        raise UserInputError(f"{len(works)} work labels for {len(train)} training records")
-    sizes = Counter(w for w in works if w is not None)
-    if not sizes:
-        raise UserInputError("no protected records: the work column is empty for every training record")
-    chosen = list(dict.fromkeys(only)) if only else list(sizes)
-    unknown = [name for name in chosen if name not in sizes]
-    if unknown:
-        known = ", ".join(list(sizes)[:10]) + (", ..." if len(sizes) > 10 else "")
-        raise UserInputError(f"unknown work {unknown[0]!r}; the work column names: {known}")
-    n_pool = len(works) - sum(sizes.values())
-    largest = max(chosen, key=sizes.__getitem__)
-    if sizes[largest] > n_pool:
-        raise UserInputError(f"work {largest!r} has {sizes[largest]} records but there are only {n_pool} unprotected "
-                             "records to draw comparison groups of that size from; audit smaller works (--work)")
+    chosen = _chosen_works(works, len(train), only)
     require_reachable(correction, len(chosen) * len(outputs), draws, alpha)
 
     scores, reports = trace_queries(attributor, train, outputs, top_k=top_k, tokens_per_record=tokens_per_record,
@@ -158,17 +145,21 @@ def audit(
     values = torch.where(torch.isfinite(scores.values), scores.values, torch.zeros_like(scores.values))
     test = group_p_values(values, works, draws=draws, seed=seed, only=chosen)
     adjusted = CORRECTIONS[correction](test.p_values)
-    members = {label: [i for i, w in enumerate(works) if w == label] for label in test.labels}
+    members: dict[str, list[int]] = {label: [] for label in chosen}
+    for i, work in enumerate(works):
+        if work in members:
+            members[work].append(i)
     findings = []
     for q, report in enumerate(reports):
         for g, label in enumerate(test.labels):
             rows = members[label]
             flagged = bool(adjusted[q, g] < alpha)
             overlap = longest_common_span(report.completion, [_text(attributor, train[i]) for i in rows])
+            source = None if overlap.source is None else scores.train_ids[rows[overlap.source]]
             finding = WorkFinding(
                 work=str(label), output=q, n_records=len(rows), score=float(test.scores[q, g]),
                 p_value=float(test.p_values[q, g]), adjusted_p=float(adjusted[q, g]), flagged=flagged,
-                overlap=overlap, overlap_record=None if overlap.source is None else scores.train_ids[rows[overlap.source]],
+                overlap=overlap, overlap_record=source,
                 top_records=_excerpts(top_records(attributor.adapter, [train[i] for i in rows],
                                                   scores.select_train(rows), q, top_k, tokens_per_record)),
             )
@@ -191,7 +182,7 @@ def audit(
         "model_fingerprint": attributor.adapter.fingerprint(),
         "data_fingerprint": data_fingerprint(list(train)),
         "n_train": len(train),
-        "n_protected_records": sum(sizes.values()),
+        "n_protected_records": sum(work is not None for work in works),
         "n_unprotected_records": test.n_pool,
         "works_tested": [str(label) for label in test.labels],
         "test": {
@@ -208,6 +199,26 @@ def audit(
         },
     }
     return AuditReport(outputs=reports, findings=findings, metadata=metadata)
+
+
+def _chosen_works(works: Sequence[str | None], n_train: int, only: Sequence[str] | None) -> list[str]:
+    """The works to test (``only``, else every work), refused when unknown or too large for the unprotected pool."""
+    if len(works) != n_train:
+        raise UserInputError(f"{len(works)} work labels for {n_train} training records")
+    sizes = Counter(w for w in works if w is not None)
+    if not sizes:
+        raise UserInputError("no protected records: the work column is empty for every training record")
+    chosen = list(dict.fromkeys(only)) if only else list(sizes)
+    unknown = [name for name in chosen if name not in sizes]
+    if unknown:
+        known = ", ".join(list(sizes)[:10]) + (", ..." if len(sizes) > 10 else "")
+        raise UserInputError(f"unknown work {unknown[0]!r}; the work column names: {known}")
+    n_pool = len(works) - sum(sizes.values())
+    largest = max(chosen, key=sizes.__getitem__)
+    if sizes[largest] > n_pool:
+        raise UserInputError(f"work {largest!r} has {sizes[largest]} records but there are only {n_pool} unprotected "
+                             "records to draw comparison groups of that size from; audit smaller works (--work)")
+    return chosen
 
 
 def _text(attributor: InfluenceAttributor, record: Any) -> str:
@@ -336,7 +347,8 @@ def add_parser(subparsers: Any) -> None:
     group.add_argument("--completion", default=None, help="the output's completion (default: the model's greedy one)")
     group.add_argument("--outputs", default=None,
                        help="file of outputs to audit: columns prompt and (optional, else generated) completion")
-    group.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help=f"significance level (default {DEFAULT_ALPHA})")
+    group.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+                       help=f"significance level (default {DEFAULT_ALPHA})")
     group.add_argument("--correction", default=DEFAULT_CORRECTION, choices=list(CORRECTIONS),
                        help="multiple-testing correction over all (output, work) pairs (default: holm)")
     group.add_argument("--draws", type=int, default=DEFAULT_DRAWS,
