@@ -75,8 +75,10 @@ class ChunkStore:
 class ScoreColumns:
     """Chunks summed over layer partitions, then ordered, gathered across processes and normalised."""
 
-    def __init__(self, n_query: int, per_module: bool, per_token: bool):
+    def __init__(self, n_query: int, per_module: bool, per_token: bool, layer_names: Sequence[str]):
         self.n_query, self.per_module, self.per_token = n_query, per_module, per_token
+        # every process gathers the same blocks in the same order, even one whose shard has no record
+        self.block_names = sorted(layer_names) if per_module else [""]
         self._chunks: dict[int, ChunkScores] = {}
         self._ids: dict[int, list[Any]] = {}
         self.values = torch.zeros(n_query, 0, dtype=torch.float64)
@@ -109,14 +111,13 @@ class ScoreColumns:
         """
         starts = sorted(self._chunks)
         chunks = [self._chunks.pop(s) for s in starts]
-        names = sorted({name for c in chunks for name in c.blocks})
         empty = torch.zeros(self.n_query, 0, dtype=torch.float64)
         modules = {name: gather_columns(torch.cat([empty] + [c.blocks[name] for c in chunks], dim=1))
-                   for name in names}
+                   for name in self.block_names}
         squared = gather_columns(torch.cat([torch.zeros(0, dtype=torch.float64)] +
                                            [c.squared_norm.double() for c in chunks])[None, :])[0]
         self.ids = gather_objects([i for s in starts for i in self._ids.pop(s)])
-        self.values = sum(modules.values()) if modules else gather_columns(empty)
+        self.values = sum(modules.values())
         if self.per_token:
             local = [[t for c in chunks for t in (c.tokens or [[]] * self.n_query)[q]] for q in range(self.n_query)]
             self.tokens = [gather_objects(row) for row in local]

@@ -286,7 +286,7 @@ class InfluenceAttributor:
                     per_token: bool, output_dir: str | Path | None) -> ScoreColumns:
         """Stream this process's shard of ``train`` once per layer partition; gather the columns across processes."""
         store = ChunkStore(output_dir, self._chunk_metadata(queries, rank)) if output_dir is not None else None
-        columns = ScoreColumns(len(queries), per_module, per_token)
+        columns = ScoreColumns(len(queries), per_module, per_token, [layer.name for layer in self.adapter.layers])
         query_sq_norm = torch.zeros(len(queries), dtype=torch.float64)
         for part, layers in enumerate(self.partitions()):
             grads = self.query_gradients(queries, layers)
