@@ -38,6 +38,14 @@ def main() -> None:
                               "prefilter_score", "prefilter_docs_per_s", "kronfluence_fit", "kronfluence_score",
                               "kronfluence_docs_per_s", "spearman_vs_kronfluence",
                               "top10_overlap_vs_kronfluence"]) + [""]
+    realistic = HERE / "realistic.json"
+    if realistic.exists():
+        row = json.loads(realistic.read_text())
+        lines += [f"## A ~100M-parameter Llama (random init, {row['tracked_layers']} tracked MLP layers, "
+                  f"{row['tracked_parameters'] / 1e6:.0f}M tracked parameters; seconds)", ""]
+        lines += table([row], ["parameters", "n_train", "n_queries", "tokens_per_doc", "ours_fit",
+                               "kronfluence_fit", "fit_speedup", "ours_score", "kronfluence_score", "score_speedup",
+                               "spearman_vs_kronfluence", "top10_overlap_vs_kronfluence"]) + [""]
     memory = HERE / "memory.json"
     if memory.exists():
         lines += ["## Score-stage peak RSS growth vs layer partitions (100 queries, demo corpus)", ""]
