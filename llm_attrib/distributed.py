@@ -120,9 +120,18 @@ def process_seed(seed: int) -> int:
 
 
 def sum_across_processes(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Element-wise sum of each tensor over processes (in place, float64 kept as is)."""
+    """Element-wise sum of each tensor over processes, by key (in place, float64 kept as is).
+
+    Every process reduces the union of all processes' keys in one order; a key this process lacks (its shard
+    was empty, or never reached that layer) joins as zeros of the shape and dtype another process reports.
+    """
     if is_distributed():
-        for tensor in tensors.values():
+        layouts = dict(item for part in gather_objects([{k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}])
+                       for item in part.items())
+        device = next(iter(tensors.values())).device if tensors else local_device()
+        for key in sorted(layouts):
+            shape, dtype = layouts[key]
+            tensor = tensors.setdefault(key, torch.zeros(shape, dtype=dtype, device=device))
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensors
 

@@ -36,8 +36,9 @@ def _train(n: int) -> list[dict]:
     return ([dict(r) for r in TRAIN] + [{"text": s + " again"} for s in SENTENCES[:3]])[:n]
 
 
-def _influence() -> dict[str, torch.Tensor]:
-    train = _train(11)
+def _influence(n_train: int = 11) -> dict[str, torch.Tensor]:
+    """EK-FAC on ``n_train`` records: with 1 record, rank 0's shard is empty when fitting and scoring."""
+    train = _train(n_train)
     attributor = InfluenceAttributor(_adapter(), "ekfac", fisher="empirical", damping="heuristic",
                                      batch_size=2).fit(train)
     scores = attributor.score([dict(q) for q in QUERIES], train, per_module=True)
@@ -60,7 +61,8 @@ def _trak(n_train: int) -> Callable[[], dict[str, torch.Tensor]]:
 
 
 CASES: dict[str, Callable[[], dict[str, torch.Tensor]]] = {
-    "influence-ekfac": _influence, "trak-uneven": _trak(11), "trak-empty-shard": _trak(1),
+    "influence-ekfac": _influence, "influence-empty-shard": lambda: _influence(1),
+    "trak-uneven": _trak(11), "trak-empty-shard": _trak(1),
 }
 
 

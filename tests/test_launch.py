@@ -1,5 +1,5 @@
-"""`llm-attrib trace` under the real launcher: `torchrun --nproc_per_node 2` (CPU, gloo) prints the same report
-as one process, once, and leaves one copy of each cached artefact (no temporary files)."""
+"""`llm-attrib trace` and `audit` under the real launcher: `torchrun --nproc_per_node 2` (CPU, gloo) gives the same
+report as one process, once, and leaves one copy of each cached artefact (no temporary files)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from llm_attrib import distributed
 from llm_attrib.cli import main
 
+from test_audit import audit_args, audit_files  # noqa: F401  (fixture: a model trained on a planted work)
 from test_cli import model_dir, train_file  # noqa: F401  (fixtures: the tiny GPT-2 folder, 8 JSONL records)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +50,25 @@ def test_torchrun_two_processes_print_one_report_equal_to_one_process(model_dir,
                                                                     rel=1e-4, abs=1e-9)
     written = sorted(p.name for p in (tmp_path / "factors-2").iterdir())
     assert written == ["ekfac-factors.safetensors", "prefilter-tfidf.pkl"]  # no leftover .tmp files
+
+
+def test_torchrun_audit_writes_the_report_of_one_process(audit_files, tmp_path):
+    """Each output's position evidence scores one record over two processes: rank 1's shard is empty."""
+    folder = audit_files[0]
+    args = audit_args(folder, "--outputs", str(folder / "outputs.jsonl"), "--fisher", "empirical")
+    launched = _torchrun(args + ["--output-dir", str(tmp_path / "two")])
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert main(args + ["--output-dir", str(tmp_path / "one")]) == 0
+    two, one = (json.loads((tmp_path / name / "audit.json").read_text()) for name in ("two", "one"))
+    assert two["flagged_works"] == one["flagged_works"] == ["planted"]
+    assert [o["completion"] for o in two["outputs"]] == [o["completion"] for o in one["outputs"]]
+    for mine, theirs in zip(two["findings"], one["findings"]):
+        assert (mine["output"], mine["work"], mine["flagged"]) == (theirs["output"], theirs["work"], theirs["flagged"])
+        assert mine["score"] == pytest.approx(theirs["score"], rel=1e-4)
+        evidence = theirs["token_parts_sum"]  # position evidence is computed for flagged works only
+        assert mine["token_parts_sum"] == (None if evidence is None else pytest.approx(evidence, rel=1e-4))
+        assert mine["p_value"] == pytest.approx(theirs["p_value"], abs=0.01)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
 @pytest.mark.parametrize("args", [["value", "--method", "data-oob", "--data", "data.csv", "--label-column", "y"],

@@ -34,7 +34,7 @@ from llm_attrib.apps.run import quoted, write_text
 from llm_attrib.apps.trace import TracedRecord, TraceReport, top_records, trace_queries
 from llm_attrib.attributors.influence import InfluenceAttributor
 from llm_attrib.data import IGNORE_INDEX, load_records, record_text
-from llm_attrib.distributed import is_main_process, world_size
+from llm_attrib.distributed import is_main_process
 from llm_attrib.errors import UserInputError
 from llm_attrib.evaluation.provenance import group_p_values
 from llm_attrib.overlap import Overlap, longest_common_span
@@ -246,9 +246,8 @@ def _output_tokens(attributor: InfluenceAttributor, records: Sequence[Any], prom
     output = {adapter.columns.prompt: prompt, adapter.columns.completion: completion}
     encoded = adapter.encode([output])[0]
     parts = torch.zeros(len(encoded.input_ids), dtype=torch.float64)
-    copies = [output] * world_size()  # one per process: the score gather needs every process to hold a record
     for start in range(0, len(records), block):
-        scores = attributor.score(list(records[start : start + block]), copies, per_token=True)
+        scores = attributor.score(list(records[start : start + block]), [output], per_token=True)
         parts += sum(row[0].double() for row in scores.per_token)
     best = torch.argsort(parts, descending=True)[:top].tolist()
     return float(parts.sum()), [
