@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llm_attrib.curvature.base import Curvature, Grads
+from llm_attrib.curvature.base import DEFAULT_DAMPING, Curvature, Grads
 
 
 class IdentityCurvature(Curvature):
@@ -10,6 +10,10 @@ class IdentityCurvature(Curvature):
 
     kind = "identity"
     passes = 0
+
+    def __init__(self, damping: float | str = DEFAULT_DAMPING):
+        super().__init__(damping)
+        self.damping = None  # nothing to damp: reported as such in score metadata
 
     def _apply(self, grads: Grads) -> Grads:
         return grads
