@@ -151,7 +151,7 @@ class InfluenceAttributor:
         for part, layers in enumerate(self.partitions()):
             path = self._factor_path(part)
             if path is not None and broadcast_from_main(path.exists()):  # every rank takes rank 0's branch
-                tensors, metadata = load_tensors(path, expect={**expect, "layers": [layer.name for layer in layers]})
+                tensors, metadata = load_tensors(path, expect=expect)  # its layers: the fingerprint's and file name's
                 self.curvature.load_state({**self.curvature.state, **tensors}, metadata).to(self.adapter.device)
             else:
                 self.curvature.fit(self.adapter, examples, n_train=len(train), batch_size=self.batch_size,
