@@ -38,6 +38,20 @@ def test_trace_prints_top_records_as_json(model_dir, train_file, capsys):
     assert "raises" in report["sign"]
 
 
+def test_trace_scale_options_give_the_default_scores(model_dir, train_file, capsys):
+    """bf16 weights, two layer groups and rank-2 queries re-scored at full rank: the float32 full-rank scores."""
+    common = ["trace", "--model", str(model_dir), "--train", str(train_file), "--id-column", "doc", "--prompt",
+              "the cat sat on", "--completion", " the mat", "--top-k", "8", "--json", "--damping", "heuristic"]
+    assert main(common) == 0
+    expected = {r["train_id"]: r["score"] for r in json.loads(capsys.readouterr().out)["top"]}
+    assert main([*common, "--dtype", "bfloat16", "--layer-partitions", "2", "--query-rank", "2",
+                 "--rescore-top", "8"]) == 0
+    got = {r["train_id"]: r["score"] for r in json.loads(capsys.readouterr().out)["top"]}
+    scale = max(abs(v) for v in expected.values())
+    assert got.keys() == expected.keys()
+    assert all(abs(got[k] - v) < 0.02 * scale for k, v in expected.items())
+
+
 def test_trace_generates_a_completion_when_none_is_given(model_dir, train_file, capsys):
     assert main(["trace", "--model", str(model_dir), "--train", str(train_file), "--prompt", "the cat",
                  "--top-k", "2", "--json", "--max-new-tokens", "4"]) == 0

@@ -95,19 +95,25 @@ class CausalLMAdapter(Adapter):
         self.pad_token_id = int(pad)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **kwargs: Any) -> "CausalLMAdapter":
-        """Load a local model folder (a peft adapter folder too) and its tokenizer."""
+    def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None,
+                        **kwargs: Any) -> "CausalLMAdapter":
+        """Load a local model folder (a peft adapter folder too) and its tokenizer; weights in ``dtype`` if given
+        (e.g. ``torch.bfloat16`` on a GPU), else as transformers loads them (float32)."""
+        import transformers
+        from packaging.version import Version
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
         if not path.exists():
             raise UserInputError(f"model path {path} does not exist")
+        dtype_key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+        load = {dtype_key: dtype} if dtype is not None else {}
         if (path / "adapter_config.json").exists():
             from peft import AutoPeftModelForCausalLM
 
-            model = AutoPeftModelForCausalLM.from_pretrained(str(path))
+            model = AutoPeftModelForCausalLM.from_pretrained(str(path), **load)
         else:
-            model = AutoModelForCausalLM.from_pretrained(str(path))
+            model = AutoModelForCausalLM.from_pretrained(str(path), **load)
         return cls(model, AutoTokenizer.from_pretrained(str(path)), **kwargs)
 
     def encode(self, records: Sequence[Mapping[str, Any]], first_index: int = 0) -> list[Encoded]:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+import torch
+
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
 from llm_attrib.attributors.influence import DEFAULT_DAMPING, InfluenceAttributor
 from llm_attrib.curvature import CURVATURES
@@ -14,6 +16,8 @@ from llm_attrib.data import Columns, load_records
 from llm_attrib.distributed import is_main_process, local_device, main_process_first
 from llm_attrib.errors import UserInputError
 from llm_attrib.prefilter import PREFILTERS, Prefilter
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def add_model_and_data_options(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +32,8 @@ def add_model_and_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--modules", default="mlp", help="tracked layers: mlp, attention, all, or a regex")
     group.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
     group.add_argument("--max-length", type=int, default=None, help="context length (default: the model's)")
+    group.add_argument("--dtype", default=None, choices=sorted(DTYPES),
+                       help="load the weights in this dtype (bfloat16 on a GPU; statistics stay float32/float64)")
 
 
 def add_attributor_options(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +49,12 @@ def add_attributor_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=8)
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--factors", default=None, help="folder for fitted factors (reused when they match)")
+    group.add_argument("--layer-partitions", type=int, default=1,
+                       help="fit and score the tracked layers in this many groups (less memory, more passes)")
+    group.add_argument("--query-rank", type=int, default=None,
+                       help="score with rank-r query matrices (query batching; default: full rank)")
+    group.add_argument("--rescore-top", type=int, default=None,
+                       help="with --query-rank, re-score each query's top records at full rank")
 
 
 def add_prefilter_options(parser: argparse.ArgumentParser) -> None:
@@ -90,8 +102,8 @@ def load_train(args: argparse.Namespace) -> list[dict[str, Any]]:
 def make_adapter(args: argparse.Namespace) -> CausalLMAdapter:
     """The model of ``--model`` with its tokenizer, on this process's device (`local_device`)."""
     adapter = CausalLMAdapter.from_pretrained(
-        args.model, modules=args.modules, columns=columns_from(args), max_length=args.max_length,
-        chat_template=args.chat_template,
+        args.model, dtype=DTYPES[args.dtype] if args.dtype else None, modules=args.modules,
+        columns=columns_from(args), max_length=args.max_length, chat_template=args.chat_template,
     )
     adapter.model.to(local_device())
     return adapter
@@ -110,5 +122,6 @@ def make_attributor(args: argparse.Namespace, adapter: CausalLMAdapter) -> Influ
     return InfluenceAttributor(
         adapter, args.curvature, damping=parse_damping(args.damping), fisher=args.fisher,
         max_examples=args.max_examples, batch_size=args.batch_size, seed=args.seed, cache_dir=args.factors,
-        progress=show_progress(),
+        progress=show_progress(), layer_partitions=args.layer_partitions, query_rank=args.query_rank,
+        rescore_top=args.rescore_top,
     )
