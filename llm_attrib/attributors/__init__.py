@@ -2,9 +2,9 @@
 
 `ATTRIBUTORS` maps a method name to a factory ``factory(model, tokenizer, training=None) -> attributor``; methods that
 need no model (the text baselines) ignore all three. ``training`` (a `TrainingHistory`) gives what the final model
-alone does not: its run's checkpoints (TracIn) and models trained from other seeds (TRAK's ensemble); a factory that
-needs it and gets None refuses with a one-line error. The evaluation suite runs every entry with its benchmark's
-history. Scores follow the library's sign: positive = the training example raises the query's log-probability.
+alone does not: its run's checkpoints (TracIn), models trained from other seeds (TRAK's ensemble) and retraining on
+subsets (AirRep's supervision); a factory that needs it and gets None refuses with a one-line error. The evaluation
+suite runs every entry with its benchmark's history. Scores follow the library's sign: positive = the training example raises the query's log-probability.
 
 Damping variants (``influence-kfac@1e-8``, ``influence-ekfac@heuristic``…) exist so that the evaluation suite
 chooses the damping by measurement (DESIGN.md): `DAMPINGS` are compared, while ``influence-kfac`` /
@@ -15,12 +15,14 @@ and ``damping`` (None = the default), so the suite fits once per curvature and s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from llm_attrib.attributors.text import BM25Attributor, RandomAttributor, TfidfAttributor
 from llm_attrib.errors import UserInputError
 
 if TYPE_CHECKING:
+    from llm_attrib.attributors.airrep import SubsetRetraining
     from llm_attrib.attributors.checkpoints import TrainingHistory
 
 AttributorFactory = Callable[..., Any]
@@ -86,6 +88,23 @@ def tracin_factory() -> AttributorFactory:
     return factory
 
 
+def airrep_factory() -> AttributorFactory:
+    """Factory of an `AirRepAttributor` (default options) supervised by models that ``training.retrain`` trains on
+    subsets of the training records; their outcomes and the encoder are cached under ``training.cache_dir``."""
+
+    def factory(model: Any, tokenizer: Any, training: SubsetRetraining | None = None) -> Any:
+        from llm_attrib.attributors.airrep import AirRepAttributor
+
+        if training is None or not callable(getattr(training, "retrain", None)):
+            raise UserInputError("AirRep learns from models retrained on subsets of the training data: give a "
+                                 "training history with retrain(records, seed), or build AirRepAttributor directly")
+        cache = None if training.cache_dir is None else Path(training.cache_dir) / "airrep"
+        return AirRepAttributor(model, tokenizer, training.retrain, retrain_settings=training.settings(),
+                                cache_dir=cache)
+
+    return factory
+
+
 ATTRIBUTORS: dict[str, AttributorFactory] = {
     "random": lambda model, tokenizer, training=None: RandomAttributor(seed=0),
     "tfidf": lambda model, tokenizer, training=None: TfidfAttributor(),
@@ -100,4 +119,5 @@ ATTRIBUTORS: dict[str, AttributorFactory] = {
     "trak": trak_factory(),
     "trak-ensemble": trak_factory(n_models=TRAK_ENSEMBLE),
     "tracin": tracin_factory(),
+    "airrep": airrep_factory(),
 }

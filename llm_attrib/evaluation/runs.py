@@ -9,6 +9,8 @@ its own cache), because TracIn's checkpoints must belong to the model being expl
 Runs are trained on first use and kept in memory; with ``cache_dir`` also on disk, one safetensors file per seed
 whose metadata (retrainer settings, data fingerprint, seed, checkpoint epochs) must match (`CacheMismatchError`).
 Training and loading run under a forked global RNG, so asking for runs changes nothing another method sees.
+`TrainingRuns.retrain` trains on any subset of the records the same way (AirRep's subset models), timed and forked
+alike.
 """
 
 from __future__ import annotations
@@ -72,6 +74,20 @@ class TrainingRuns:
     def models(self, n: int) -> list[torch.nn.Module]:
         """The model and ``n - 1`` others trained on the same records from seeds ``seed + 1, …, seed + n - 1``."""
         return [self.model] + [self.run(self.seed + i).model for i in range(1, n)]
+
+    def retrain(self, records: Sequence[Mapping[str, Any]], seed: int) -> torch.nn.Module:
+        """A model trained like the benchmark's on exactly ``records`` from seed ``seed`` (counted in ``seconds``)."""
+        start = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            model = self.retrainer(records, seed)
+        self.seconds += time.perf_counter() - start
+        return model
+
+    def settings(self) -> dict[str, Any]:
+        """What changes a retrained model: the retrainer's model config and training hyper-parameters (building the
+        config seeds the global RNG, hence the fork)."""
+        with torch.random.fork_rng(devices=[]):
+            return self.retrainer.settings()
 
     def run(self, seed: int) -> TrainedRun:
         """The run of ``seed``: from memory, else from ``cache_dir``, else trained (and saved there)."""
