@@ -132,7 +132,8 @@ def test_split_holds_out_training_queries():
         split_queries(3, 0.5, seed=0)
 
 
-def test_cache_is_reused_and_refused_when_made_for_other_arguments(small_airrep, train_records, query_records, tmp_path):
+def test_cache_is_reused_and_refused_when_made_for_other_arguments(small_airrep, train_records, query_records,
+                                                                   tmp_path):
     fitted = small_airrep(cache_dir=tmp_path).fit(train_records)
     assert (tmp_path / "airrep-encoder.safetensors").exists() and (tmp_path / "airrep-trials").is_dir()
     reloaded = small_airrep(cache_dir=tmp_path).fit(train_records)

@@ -4,7 +4,8 @@
 need no model (the text baselines) ignore all three. ``training`` (a `TrainingHistory`) gives what the final model
 alone does not: its run's checkpoints (TracIn), models trained from other seeds (TRAK's ensemble) and retraining on
 subsets (AirRep's supervision); a factory that needs it and gets None refuses with a one-line error. The evaluation
-suite runs every entry with its benchmark's history. Scores follow the library's sign: positive = the training example raises the query's log-probability.
+suite runs every entry with its benchmark's history. Scores follow the library's sign: positive = the training
+example raises the query's log-probability.
 
 Damping variants (``influence-kfac@1e-8``, ``influence-ekfac@heuristic``…) exist so that the evaluation suite
 chooses the damping by measurement (DESIGN.md): `DAMPINGS` are compared, while ``influence-kfac`` /

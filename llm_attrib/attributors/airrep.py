@@ -27,8 +27,9 @@ a whole transformer would overfit, while a projection of frozen features trains 
 similarity ``hᵀ WᵀW h'`` of standardised hidden states). Concatenating every layer keeps the lexical signal of
 the embedding layer (what TF-IDF exploits) next to the contextual one of the blocks. The paper's ``τ = 1`` is kept:
 its |s|-softmax weights a subset's most similar members more, a non-additive group effect; on a synthetic problem
-with *additive* effects a large ``τ`` (near-mean pooling) recovers them reliably and ``τ = 1`` less so (tests). The attention pooling forms a
-``[n_query, n_subsets, n_pool]`` tensor: fine for these sizes, not for a pool of millions.
+with *additive* effects a large ``τ`` (near-mean pooling) recovers them reliably and ``τ = 1`` less so (tests).
+The attention pooling forms a ``[n_query, n_subsets, n_pool]`` tensor: fine for these sizes, not for a pool of
+millions.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def attention_pool(similarities: torch.Tensor, masks: torch.Tensor, temperature:
     return (weights * similarities.unsqueeze(1)).sum(dim=-1)
 
 
-def pairwise_ranking_loss(predicted: torch.Tensor, targets: torch.Tensor, max_weight: float = MAX_TARGET) -> torch.Tensor:
+def pairwise_ranking_loss(predicted: torch.Tensor, targets: torch.Tensor,
+                          max_weight: float = MAX_TARGET) -> torch.Tensor:
     """Weighted RankNet loss: mean over ``(q, i, j)`` with ``t[q, i] > t[q, j]`` of
     ``min(t[q, i] − t[q, j], max_weight) · softplus(−(p[q, i] − p[q, j]))``; ``predicted``, ``targets`` ``[Q, M]``."""
     target_gaps = targets.unsqueeze(2) - targets.unsqueeze(1)
