@@ -13,6 +13,7 @@ from sklearn.tree import DecisionTreeClassifier
 from llm_attrib.errors import UserInputError
 from llm_attrib.valuation import (
     DVRL,
+    BetaShapley,
     DataBanzhaf,
     DataOOB,
     KNNShapley,
@@ -77,7 +78,8 @@ def test_planted_noisy_labels_rank_low(method):
 
 @pytest.mark.parametrize("method", [
     TMCShapley(LogisticRegression(), stopping=6, permutations_per_round=3),
-    DataBanzhaf(LogisticRegression(), stopping=40, subsets_per_round=20),
+    DataBanzhaf(LogisticRegression(), stopping=40, samples_per_round=20),
+    BetaShapley(LogisticRegression(), stopping=2, samples_per_round=1),
     DataOOB(LogisticRegression(), n_estimators=12),
     DVRL(LogisticRegression(), n_iterations=10, batch_size=32),
 ])
@@ -125,6 +127,8 @@ def test_bad_input_is_a_one_line_user_error():
     X, y, *_ = noisy_blobs(20)
     with pytest.raises(UserInputError, match="needs validation data"):
         TMCShapley(LogisticRegression()).fit(X, y)
+    with pytest.raises(UserInputError, match="unknown sampler 'gibbs': choose one of permutation, msr"):
+        BetaShapley(LogisticRegression(), sampler="gibbs").fit(X, y, X, y)
     with pytest.raises(UserInputError, match="unknown valuation method 'shapely'"):
         make_method("shapely")
     with pytest.raises(UserInputError, match="no parameter 'n_trees'"):

@@ -3,11 +3,11 @@ y_val)``, then ``.values_`` (float ``[n_train]``) or ``.result_`` (a `ValuationR
 
 Sign: a **higher value means a more valuable training point**; mislabelled or harmful points score low.
 
-Methods (``VALUATION_METHODS`` by name): leave-one-out, TMC Data Shapley, Beta Shapley and Data Banzhaf
-(maximum sample reuse), KNN-Shapley (closed form), DVRL, Data-OOB. Any scikit-learn classifier or regressor
-is a base model (cloned per fit); `TorchEstimator` wraps a torch module. ``n_jobs`` runs samples in parallel
-with joblib, and ``with joblib.parallel_backend("ray"):`` (or ``"dask"``) around ``fit`` sends them to a
-cluster; ``random_state`` makes every result reproducible, whatever ``n_jobs``.
+Methods (``VALUATION_METHODS`` by name): leave-one-out, TMC Data Shapley, Beta Shapley (weighted permutations,
+or maximum sample reuse), Data Banzhaf (maximum sample reuse), KNN-Shapley (closed form), DVRL, Data-OOB. Any
+scikit-learn classifier or regressor is a base model (cloned per fit); `TorchEstimator` wraps a torch module.
+``n_jobs`` runs samples in parallel with joblib, and ``with joblib.parallel_backend("ray"):`` (or ``"dask"``)
+around ``fit`` sends them to a cluster; ``random_state`` makes every result reproducible, whatever ``n_jobs``.
 
 Names are imported on first use, so that joblib workers (which import the modules they run) do not pay
 for torch and transformers when they only fit scikit-learn models.
@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {  # public name -> module under llm_attrib.valuation
     "LeaveOneOut": "loo",
     "SampledUtilities": "msr", "estimate_semivalue": "msr",
     "VALUATION_METHODS": "registry", "make_method": "registry",
+    "SEMIVALUE_SAMPLERS": "semivalue", "Semivalue": "semivalue",
     "ValuationResult": "result",
     "banzhaf_log_weight": "semivalue_weights", "beta_log_weight": "semivalue_weights",
     "shapley_log_weight": "semivalue_weights",

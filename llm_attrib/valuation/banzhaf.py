@@ -5,12 +5,13 @@ Higher = more valuable. Robust to noise in the utility because every subset size
 
 from __future__ import annotations
 
-from llm_attrib.valuation.msr import MSRSemivalue
+from llm_attrib.valuation.semivalue import Semivalue
 from llm_attrib.valuation.semivalue_weights import LogWeight, banzhaf_log_weight
 
 
-class DataBanzhaf(MSRSemivalue):
-    """Banzhaf values by maximum sample reuse (parameters: see `MSRSemivalue`)."""
+class DataBanzhaf(Semivalue):
+    """Banzhaf values, by default by maximum sample reuse with each point in a subset with probability ½
+    (parameters: see `Semivalue`)."""
 
     method_name = "banzhaf"
 

@@ -10,26 +10,23 @@ means (each side's weights sum to 1 exactly, ``Σ_k C(n−1, k) w(k) = 1``):
 
 For Banzhaf with independent inclusion (probability ½) all weights are equal and this is Wang & Jia's
 (2023) MSR estimator: mean utility of subsets with ``i`` minus mean utility of subsets without it. The same
-`SampledUtilities` serve Beta Shapley, Shapley or Banzhaf (`MSRSemivalue.value_samples`).
+`SampledUtilities` serve Beta Shapley, Shapley or Banzhaf (`Semivalue.value_samples`).
 """
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from llm_attrib.errors import UserInputError
-from llm_attrib.valuation.base import UtilityValuation
 from llm_attrib.valuation.parallel import root_entropy, task_rng
-from llm_attrib.valuation.result import ValuationResult
-from llm_attrib.valuation.sampling import as_criterion, sample_until
+from llm_attrib.valuation.sampling import sample_until
 from llm_attrib.valuation.semivalue_weights import LogWeight, log_binomial
 from llm_attrib.valuation.stopping import StoppingCriterion
-from llm_attrib.valuation.utility import Scorer, Utility
+from llm_attrib.valuation.utility import Utility
 
 
 SizeDistribution = Callable[[int, LogWeight], np.ndarray]
@@ -120,51 +117,19 @@ def _weighted_means(membership: np.ndarray, utilities: np.ndarray, log_weights: 
     return np.where(seen, mean, 0.0), variance
 
 
-class MSRSemivalue(UtilityValuation):
-    """Base of semivalues estimated by MSR. Subclasses give the weighting (`log_weight`).
-
-    stopping: a `StoppingCriterion` or an int (that many sampled subsets).
-    subset_distribution: a key of `SIZE_DISTRIBUTIONS`; ``"matched"`` draws sizes where this semivalue's
-    weights are (the default of `BetaShapley`), ``"independent"`` suits Banzhaf.
-    After ``fit``, ``samples_`` holds the sampled subsets and utilities, which `value_samples` can reuse
-    for another weighting without training again.
-    """
-
-    def __init__(self, estimator: Any, stopping: StoppingCriterion | int = 1000,
-                 subset_distribution: str = "independent", scorer: str | Scorer | None = None,
-                 default_score: float = 0.0, subsets_per_round: int = 100, n_jobs: int | None = None,
-                 random_state: int | None = None, progress: bool = False) -> None:
-        self.estimator = estimator
-        self.stopping = stopping
-        self.subset_distribution = subset_distribution
-        self.scorer = scorer
-        self.default_score = default_score
-        self.subsets_per_round = subsets_per_round
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.progress = progress
-
-    @abstractmethod
-    def log_weight(self) -> LogWeight:
-        """``log w(k)`` of this semivalue (see `semivalue_weights`)."""
-
-    def value_samples(self, samples: SampledUtilities) -> ValuationResult:
-        """Values from already sampled subsets and utilities (e.g. another method's ``samples_``)."""
-        values, stderr = estimate_semivalue(samples, self.log_weight())
-        return ValuationResult(values, stderr, np.full(len(values), len(samples)), self.method_name, len(samples))
-
-    def _value(self, X_train, y_train, X_val, y_val) -> ValuationResult:
-        if self.subset_distribution not in SIZE_DISTRIBUTIONS:
-            raise UserInputError(f"unknown subset_distribution {self.subset_distribution!r}: "
-                                 f"choose one of {', '.join(SIZE_DISTRIBUTIONS)}")
-        utility = self.make_utility(X_train, y_train, X_val, y_val)
-        log_sizes = SIZE_DISTRIBUTIONS[self.subset_distribution](utility.n_train, self.log_weight())
-        accumulator = _SubsetAccumulator(log_sizes, self.log_weight())
-        work = partial(_sample_subsets, utility, root_entropy(self.random_state), log_sizes)
-        sample_until(work, accumulator, as_criterion(self.stopping), self.n_jobs, self.subsets_per_round,
-                     self.progress, self.method_name)
-        self.samples_ = accumulator.samples()
-        return self.value_samples(self.samples_)
+def sample_subsets(utility: Utility, log_weight: LogWeight, subset_distribution: str, stopping: StoppingCriterion,
+                   n_jobs: int | None, subsets_per_round: int, random_state: int | None, progress: bool,
+                   description: str) -> SampledUtilities:
+    """Seeded subsets drawn by ``SIZE_DISTRIBUTIONS[subset_distribution]`` for the weighting ``log_weight``,
+    with their utilities, until ``stopping`` (an MSR estimate of that weighting after each round)."""
+    if subset_distribution not in SIZE_DISTRIBUTIONS:
+        raise UserInputError(f"unknown subset_distribution {subset_distribution!r}: "
+                             f"choose one of {', '.join(SIZE_DISTRIBUTIONS)}")
+    log_sizes = SIZE_DISTRIBUTIONS[subset_distribution](utility.n_train, log_weight)
+    accumulator = _SubsetAccumulator(log_sizes, log_weight)
+    work = partial(_sample_subsets, utility, root_entropy(random_state), log_sizes)
+    sample_until(work, accumulator, stopping, n_jobs, subsets_per_round, progress, description)
+    return accumulator.samples()
 
 
 def _sample_subsets(utility: Utility, entropy: int, log_size_probabilities: np.ndarray,
