@@ -3,14 +3,16 @@ low values find the flipped ones. Compares llm_attrib.valuation with pyDVL 0.10 
 in its own venv through ``pydvl_runner.py`` / ``odv_runner.py``) at the same budget, and a random baseline.
 
 Metrics: AUROC of ranking flipped points low; OpenDataVal's 2-means F1 (KMeans with 2 clusters on the
-values, the low cluster flagged); wall time; Spearman correlation of a peer's values with ours for the same
-method. Peers get seed ``seed + peer_seed_offset``: pyDVL draws the very same permutations as ours from the
+values, the low cluster flagged); wall time; utility queries (ours); Spearman correlation of a peer's values with
+ours for the same method. Beta(16, 1) Shapley runs three ways: by permutations (our default sampler), by MSR
+subsets and by permutations truncated as in TMC, the last two at the first's number of queries. Peers get seed ``seed + peer_seed_offset``: pyDVL draws the very same permutations as ours from the
 same seed (both seed task ``t`` with ``SeedSequence(seed, spawn_key=(t,))``), so with offset 0 TMC values
 are identical and Spearman measures nothing but implementation equality. Writes ``results.md`` (the table
 pasted into README.md) and ``results.json``.
 
     python eval/valuation/noisy_labels.py            # full run
     python eval/valuation/noisy_labels.py --quick    # one data set, one seed, small budgets
+    python eval/valuation/noisy_labels.py --methods beta-shapley --out DIR   # some methods (and peers') only
 """
 
 from __future__ import annotations
@@ -104,12 +106,18 @@ def two_means_f1(values: np.ndarray, flipped: np.ndarray) -> float:
 
 
 def our_methods(budget: int, seed: int) -> dict[str, Any]:
+    """Our methods by row name. Beta(16, 1) Shapley by permutations (the default sampler) runs whole
+    permutations until it has made ``budget`` utility queries; its variants get as many (`SAME_QUERIES_AS`)."""
     model = LogisticRegression(max_iter=1000)
     return {
         "loo": LeaveOneOut(model),
         "tmc-shapley": TMCShapley(model, stopping=MaxUtilityEvaluations(budget), truncation_tolerance=0.01,
                                   random_state=seed),
-        "beta-shapley": BetaShapley(model, alpha=16, beta=1, stopping=budget, random_state=seed),
+        "beta-shapley": BetaShapley(model, alpha=16, beta=1, stopping=MaxUtilityEvaluations(budget),
+                                    samples_per_round=1, random_state=seed),
+        "beta-shapley (msr)": BetaShapley(model, alpha=16, beta=1, sampler="msr", random_state=seed),
+        "beta-shapley (truncated 1%)": BetaShapley(model, alpha=16, beta=1, truncation_tolerance=0.01,
+                                                   samples_per_round=1, random_state=seed),
         "banzhaf": DataBanzhaf(model, stopping=budget, random_state=seed),
         "knn-shapley": KNNShapley(n_neighbors=10),
         "dvrl": DVRL(model, n_iterations=min(budget, 300), random_state=seed),
@@ -117,20 +125,31 @@ def our_methods(budget: int, seed: int) -> dict[str, Any]:
     }
 
 
+SAME_QUERIES_AS: dict[str, tuple[str, Callable[[int], Any]]] = {
+    "beta-shapley (msr)": ("beta-shapley", int),  # as many subsets (one query each)
+    "beta-shapley (truncated 1%)": ("beta-shapley", MaxUtilityEvaluations),
+}
+"""Methods stopped at as many utility queries as another one made (listed after it in `our_methods`): name ->
+(that method, queries -> stopping)."""
+
+
 def peer_budgets(peer: str, results: dict[str, Any], budget: int, seed: int) -> dict[str, dict[str, Any]]:
-    """The same budgets for a peer. pyDVL: TMC gets as many permutations as ours used; MSR Banzhaf as many
-    subsets; Beta Shapley (pyDVL samples permutations, 2 utility calls per marginal) half as many samples.
-    OpenDataVal: Data-OOB and KNN-Shapley (its other methods have no budget in utility evaluations)."""
-    shared = {"knn-shapley": {"n_neighbors": 10}, "data-oob": {"n_estimators": 100, "seed": seed}}
-    if peer == "odv":
-        return shared
-    return {
-        "loo": {},
-        "tmc-shapley": {"permutations": int(results["tmc-shapley"].counts[0]), "truncation": 0.01, "seed": seed},
-        "beta-shapley": {"alpha": 16, "beta": 1, "samples": budget // 2, "seed": seed},
-        "banzhaf": {"samples": budget, "seed": seed},
-        **shared,
+    """The same budgets for a peer, for the methods we ran (``results``). pyDVL: TMC gets as many permutations as
+    ours used; MSR Banzhaf as many subsets; Beta Shapley half as many marginals as our permutation sampler made
+    utility queries (pyDVL makes 2 per marginal, uncached). OpenDataVal: Data-OOB and KNN-Shapley (its other
+    methods have no budget in utility evaluations)."""
+    budgets: dict[str, Callable[[], dict[str, Any]]] = {
+        "loo": dict,
+        "tmc-shapley": lambda: {"permutations": int(results["tmc-shapley"].counts[0]), "truncation": 0.01,
+                                "seed": seed},
+        "beta-shapley": lambda: {"alpha": 16, "beta": 1, "seed": seed,
+                                 "samples": results["beta-shapley"].n_utility_evaluations // 2},
+        "banzhaf": lambda: {"samples": budget, "seed": seed},
+        "knn-shapley": lambda: {"n_neighbors": 10},
+        "data-oob": lambda: {"n_estimators": 100, "seed": seed},
     }
+    methods = ["knn-shapley", "data-oob"] if peer == "odv" else list(budgets)
+    return {method: budgets[method]() for method in methods if method in results}
 
 
 def run_peer(peer: Peer, arrays: dict[str, np.ndarray],
@@ -138,7 +157,7 @@ def run_peer(peer: Peer, arrays: dict[str, np.ndarray],
     """``({method: values [n]}, {method: seconds})`` from the peer's runner; empty if it is not installed or fails.
 
     The runner gets one BLAS/OpenMP thread, as our subset fits do."""
-    if not peer.python.exists():
+    if not peer.python.exists() or not budgets:
         return {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         case = Path(tmp)
@@ -155,15 +174,20 @@ def run_peer(peer: Peer, arrays: dict[str, np.ndarray],
         return {method: np.load(case / f"{method}.npy") for method in times}, times
 
 
-def run_case(dataset: str, n_train: int, noise: float, seed: int, budget: int, peers: list[str],
+def run_case(dataset: str, n_train: int, noise: float, seed: int, budget: int, methods: list[str], peers: list[str],
              peer_seed_offset: int) -> list[dict]:
     X_train, y_train, X_val, y_val, flipped = make_case(dataset, n_train, noise, seed)
     rows, results = [], {}
     for name, method in our_methods(budget, seed).items():
+        if name not in methods:
+            continue
+        if name in SAME_QUERIES_AS:
+            reference, stopping = SAME_QUERIES_AS[name]
+            method.set_params(stopping=stopping(results[reference].n_utility_evaluations))
         start = time.perf_counter()
         results[name] = method.fit(X_train, y_train, X_val, y_val).result_
         rows.append(dict(method=name, implementation="llm_attrib", values=results[name].values,
-                         seconds=time.perf_counter() - start))
+                         seconds=time.perf_counter() - start, evaluations=results[name].n_utility_evaluations))
     rows.append(dict(method="random", implementation="baseline", seconds=0.0,
                      values=np.random.default_rng(seed).random(len(y_train))))
     arrays = dict(X_train=X_train, y_train=y_train, X_val=X_val, y_val=y_val)
@@ -184,20 +208,21 @@ def run_case(dataset: str, n_train: int, noise: float, seed: int, budget: int, p
 
 def table(rows: list[dict]) -> str:
     """Markdown: one line per data set, noise, method and implementation; means ± standard deviations over
-    seeds (AUROC), means otherwise."""
+    seeds (AUROC), means otherwise (utility queries: ours only, those the result counts)."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["dataset"], row["noise"], row["method"], row["implementation"])].append(row)
     lines = ["| data set (n train) | noise | method | implementation | AUROC | 2-means F1 | time (s) "
-             "| Spearman vs llm_attrib |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| utility queries | Spearman vs llm_attrib |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for (dataset, noise, method, implementation), group in sorted(groups.items(), key=_row_order):
         spearman = [r["spearman"] for r in group if "spearman" in r]
+        queries = [r["evaluations"] for r in group if r.get("evaluations")]
         lines.append(
             f"| {dataset} ({group[0]['n_train']}) | {noise:.0%} | {method} | {implementation} "
             f"| {np.mean([r['auroc'] for r in group]):.3f} ± {np.std([r['auroc'] for r in group]):.3f} "
-            f"| {np.mean([r['f1'] for r in group]):.3f} "
-            f"| {np.mean([r['seconds'] for r in group]):.2f} | {f'{np.mean(spearman):.3f}' if spearman else ''} |")
+            f"| {np.mean([r['f1'] for r in group]):.3f} | {np.mean([r['seconds'] for r in group]):.2f} "
+            f"| {f'{np.mean(queries):.0f}' if queries else ''} | {f'{np.mean(spearman):.3f}' if spearman else ''} |")
     return "\n".join(lines)
 
 
@@ -210,6 +235,7 @@ def _row_order(item: tuple[tuple, list[dict]]) -> tuple:
 
 
 def main() -> None:
+    names = list(our_methods(1, 0))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one data set, one seed, small budget")
     parser.add_argument("--seeds", type=int, default=3)
@@ -219,17 +245,28 @@ def main() -> None:
                         help="peer libraries to run beside ours (none: --peers)")
     parser.add_argument("--peer-seed-offset", type=int, default=1000,
                         help="peers use seed + this (0 reproduces our random streams in pyDVL: see the docstring)")
+    parser.add_argument("--methods", nargs="+", default=names, choices=names,
+                        metavar="METHOD", help="our methods to run, and the peers' of the same name (default: all; "
+                        "a variant in SAME_QUERIES_AS runs with the method it is matched to)")
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
+    references = {SAME_QUERIES_AS[m][0] for m in args.methods if m in SAME_QUERIES_AS}
+    methods = sorted({*args.methods, *references}, key=names.index)
     datasets = ["breast_cancer"] if args.quick else list(DATASETS)
     seeds = range(1 if args.quick else args.seeds)
     budget, n_train = (300, 200) if args.quick else (args.budget, args.n_train)
     rows = [row for dataset in datasets for noise in (0.1, 0.2) for seed in seeds
-            for row in run_case(dataset, n_train, noise, seed, budget, args.peers, args.peer_seed_offset)]
+            for row in run_case(dataset, n_train, noise, seed, budget, methods, args.peers, args.peer_seed_offset)]
     command = "python eval/valuation/noisy_labels.py" + (" --quick" if args.quick else
                                                         f" --seeds {args.seeds} --budget {budget} --n-train {n_train}")
+    if methods != names:
+        command += " --methods " + " ".join(f"'{m}'" if " " in m else m for m in methods)
+    if args.out != HERE:
+        command += f" --out {args.out}"
     header = (f"Noisy-label detection, base model logistic regression, {len(list(seeds))} seed(s), budget {budget} "
-              f"utility evaluations for TMC / Beta / Banzhaf, 100 bags for Data-OOB, K=10 for KNN-Shapley.\n"
+              f"utility evaluations for TMC / Beta / Banzhaf (Beta by permutations: whole permutations up to the "
+              f"first past it; its variants and pyDVL's Beta get as many), 100 bags for Data-OOB, K=10 for "
+              f"KNN-Shapley.\n"
               f"Regenerate: `{command}`\n\n")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(header + table(rows) + "\n")
