@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from scipy.stats import spearmanr
@@ -45,21 +46,28 @@ def passages(n: int) -> list[str]:
     return [" ".join(words[i * WORDS_PER_PASSAGE:(i + 1) * WORDS_PER_PASSAGE]) for i in range(n)]
 
 
+def setup(n_docs: int, n_queries: int) -> tuple[torch.nn.Module, Any, list[dict], list[dict]]:
+    """The random Llama (float32), a tokenizer trained on tiny Shakespeare, ``n_docs`` training passages and
+    ``n_queries`` held-out passages split into a 32-word prompt and the rest as completion."""
+    torch.set_num_threads(1)
+    texts = passages(n_docs + n_queries)
+    tokenizer = train_tokenizer(SHAKESPEARE.read_text().splitlines(), vocab_size=VOCAB, model_max_length=128)
+    model = tiny_llama(vocab_size=len(tokenizer), seed=0, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **CONFIG)
+    train = [{"id": f"doc{i}", "text": t} for i, t in enumerate(texts[:n_docs])]
+    queries = []
+    for i, text in enumerate(texts[n_docs:]):
+        words = text.split()
+        queries.append({"id": f"query{i}", "prompt": " ".join(words[:32]), "completion": " " + " ".join(words[32:])})
+    return model, tokenizer, train, queries
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=64)
     parser.add_argument("--queries", type=int, default=8)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    texts = passages(args.docs + args.queries)
-    tokenizer = train_tokenizer(SHAKESPEARE.read_text().splitlines(), vocab_size=VOCAB, model_max_length=128)
-    model = tiny_llama(vocab_size=len(tokenizer), seed=0, bos_token_id=tokenizer.bos_token_id,
-                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **CONFIG)
-    train = [{"id": f"doc{i}", "text": t} for i, t in enumerate(texts[:args.docs])]
-    queries = []
-    for i, text in enumerate(texts[args.docs:]):
-        words = text.split()
-        queries.append({"id": f"query{i}", "prompt": " ".join(words[:32]), "completion": " " + " ".join(words[32:])})
+    model, tokenizer, train, queries = setup(args.docs, args.queries)
 
     times: dict[str, float] = {}
     ours = InfluenceAttributor(CausalLMAdapter(model, tokenizer), "ekfac", damping="heuristic", batch_size=8,

@@ -48,9 +48,16 @@ def main() -> None:
                                "spearman_vs_kronfluence", "top10_overlap_vs_kronfluence"]) + [""]
     memory = HERE / "memory.json"
     if memory.exists():
-        lines += ["## Score-stage peak RSS growth vs layer partitions (100 queries, demo corpus)", ""]
-        lines += table(json.loads(memory.read_text()), ["layer_partitions", "factors_mib",
-                                                        "query_matrices_mib_formula", "score_peak_growth_mib"]) + [""]
+        lines += ["## Score-stage peak RSS growth vs layer partitions (100 queries, demo corpus; MiB)", ""]
+        lines += table(json.loads(memory.read_text()), ["layer_partitions", "query_matrices_mib_formula",
+                                                        "score_peak_growth_mib"]) + [""]
+    fit_memory = HERE / "fit_memory.json"
+    if fit_memory.exists():
+        lines += ["## Fit-stage peak RSS growth vs layer partitions (random 97.5M Llama, 16 passages, EK-FAC with a "
+                  "cache_dir; MiB)", ""]
+        lines += table(json.loads(fit_memory.read_text()), [
+            "malloc_mmap_threshold", "layer_partitions", "fit_seconds", "all_factors_mib", "factors_held_after_fit_mib",
+            "fit_formula_mib", "fit_peak_growth_mib"]) + [""]
     (HERE / "results.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
