@@ -144,14 +144,14 @@ class Curvature(ABC):
         self.n_train = n_train
         return self
 
+    @abstractmethod
     def _accumulate(self, stage: int, layer: TrackedLayer, a: torch.Tensor, g: torch.Tensor,
                     mask: torch.Tensor, sums: dict[str, torch.Tensor]) -> None:
         """Add one batch's statistics of ``layer`` to ``sums`` (float64, summed later across processes)."""
-        raise NotImplementedError(f"{type(self).__name__} declares {self.passes} passes but collects nothing")
 
+    @abstractmethod
     def _finalize(self, stage: int, layers: Sequence[TrackedLayer], sums: dict[str, torch.Tensor]) -> None:
         """Turn the summed statistics of pass ``stage`` into ``self.state``."""
-        raise NotImplementedError(f"{type(self).__name__} declares {self.passes} passes but collects nothing")
 
     @abstractmethod
     def _apply(self, grads: Grads) -> Grads:

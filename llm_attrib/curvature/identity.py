@@ -15,6 +15,12 @@ class IdentityCurvature(Curvature):
         super().__init__(damping)
         self.damping = None  # nothing to damp: reported as such in score metadata
 
+    def _accumulate(self, stage, layer, a, g, mask, sums) -> None:
+        """Nothing to collect (``passes = 0``)."""
+
+    def _finalize(self, stage, layers, sums) -> None:
+        """Nothing to finalise (``passes = 0``)."""
+
     def _apply(self, grads: Grads) -> Grads:
         return grads
 
