@@ -154,6 +154,7 @@ def test_a_one_shot_iterator_is_refused_with_several_partitions(adapter, train_r
 @pytest.mark.parametrize("options, message", [
     (dict(query_rank=0), "query_rank"),
     (dict(layer_partitions=99), "layer_partitions"),
+    (dict(rescore_top=5), "together with query_rank"),
     (dict(curvature="explicit", layer_partitions=2), "couples all tracked layers"),
 ])
 def test_bad_scale_options_get_one_line_errors(adapter, options, message):

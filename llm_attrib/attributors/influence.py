@@ -101,6 +101,10 @@ class InfluenceAttributor:
             raise UserInputError(f"normalize must be one of {NORMALIZATIONS}, not {normalize!r}")
         if query_rank is not None and query_rank < 1:
             raise UserInputError(f"query_rank must be a positive integer or None, not {query_rank!r}")
+        if rescore_top is not None and (query_rank is None or rescore_top < 1):
+            raise UserInputError(f"rescore_top re-scores the top records of low-rank scores: give a positive "
+                                 f"rescore_top together with query_rank (got rescore_top={rescore_top!r}, "
+                                 f"query_rank={query_rank!r})")
         if not 1 <= layer_partitions <= len(adapter.layers):
             raise UserInputError(f"layer_partitions must be between 1 and {len(adapter.layers)} (the tracked layers), "
                                  f"not {layer_partitions}")
@@ -291,19 +295,19 @@ class InfluenceAttributor:
         for part, layers in enumerate(self.partitions()):
             grads = self.query_gradients(queries, layers)
             query_sq_norm += _squared_norms(grads).cpu()
-            with self._factors_of(layers):
+            with self._factors_of(layers):  # one group's factors, for its queries and (RelatIF) its records
                 contractions = {name: query_matrices(p, rank, self.dtype)
                                 for name, p in self.curvature.precondition(grads).items()}
-            del grads
-            chunks = shard_batches(train, self.batch_size)
-            for start, records in tqdm(chunks, desc=f"{self.name} scores {part + 1}/{len(self.partitions())}",
-                                       disable=not self.progress):
-                chunk = store.load(part, start, records) if store is not None else None
-                if chunk is None:
-                    chunk = self._score_chunk(start, records, layers, contractions, per_token)
-                    if store is not None:
-                        store.save(part, start, records, chunk)
-                columns.add(start, records, chunk)
+                del grads
+                chunks = shard_batches(train, self.batch_size)
+                for start, records in tqdm(chunks, desc=f"{self.name} scores {part + 1}/{len(self.partitions())}",
+                                           disable=not self.progress):
+                    chunk = store.load(part, start, records) if store is not None else None
+                    if chunk is None:
+                        chunk = self._score_chunk(start, records, layers, contractions, per_token)
+                        if store is not None:
+                            store.save(part, start, records, chunk)
+                    columns.add(start, records, chunk)
         return columns.finish(query_sq_norm.sqrt(), self.normalize)
 
     def _score_chunk(self, start: int, records: Sequence[Any], layers: Sequence[TrackedLayer],
@@ -329,8 +333,7 @@ class InfluenceAttributor:
                 elif self.normalize == "relative":
                     record_grads[layer.name] = per_example_gradients(a.double(), g.double())
         if record_grads:
-            with self._factors_of(layers):
-                preconditioned = self.curvature.precondition(record_grads)
+            preconditioned = self.curvature.precondition(record_grads)
             squared_norm += sum((record_grads[k] * preconditioned[k]).flatten(1).sum(dim=1) for k in record_grads)
         token_parts = None
         if tokens is not None:
@@ -361,17 +364,17 @@ class InfluenceAttributor:
         """
         if not self.curvature.is_fitted:
             raise UserInputError("call fit(train) before self_influence")
-        values = [torch.zeros(0, dtype=torch.float64)]
-        for start, records in shard_batches(train, self.batch_size):
-            value = torch.zeros(len(records), dtype=torch.float64)
-            for layers in self.partitions():
-                grads = self._gradients(records, measure=False, first_index=start, layers=layers)
-                with self._factors_of(layers):
+        values: dict[int, torch.Tensor] = {}  # global index of a batch's first record -> its values
+        for layers in self.partitions():
+            with self._factors_of(layers):
+                for start, records in shard_batches(train, self.batch_size):
+                    grads = self._gradients(records, measure=False, first_index=start, layers=layers)
                     preconditioned = self.curvature.precondition(grads)
-                value += sum((grads[k].double() * preconditioned[k].double()).flatten(1).sum(dim=1)
-                             for k in grads).cpu()
-            values.append(value)
-        return gather_columns(torch.cat(values)[None, :])[0]
+                    value = sum((grads[k].double() * preconditioned[k].double()).flatten(1).sum(dim=1)
+                                for k in grads).cpu()
+                    values[start] = values[start] + value if start in values else value
+        local = [values[start] for start in sorted(values)]
+        return gather_columns(torch.cat([torch.zeros(0, dtype=torch.float64)] + local)[None, :])[0]
 
     @property
     def units(self) -> str:
