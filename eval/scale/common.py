@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import torch
+from scipy.stats import spearmanr
 
 from llm_attrib.adapters import CausalLMAdapter
 from llm_attrib.attributors.influence import InfluenceAttributor
@@ -41,3 +42,14 @@ def timer(into: dict, key: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     into[key] = time.perf_counter() - start
+
+
+def agreement_with_kronfluence(ours: torch.Tensor, theirs: torch.Tensor, k: int = 10) -> dict[str, float]:
+    """Mean over queries of the Spearman correlation of two ``[n_q, n]`` score matrices, and the mean shared fraction
+    of their top-``k`` columns (the columns of our results tables)."""
+    ours, theirs = ours.double(), theirs.double()
+    rho = [spearmanr(a, b).statistic for a, b in zip(ours, theirs)]
+    overlap = [len(set(torch.topk(a, k).indices.tolist()) & set(torch.topk(b, k).indices.tolist())) / k
+               for a, b in zip(ours, theirs)]
+    return {"spearman_vs_kronfluence": float(sum(rho) / len(rho)),
+            f"top{k}_overlap_vs_kronfluence": sum(overlap) / len(overlap)}

@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from scipy.stats import spearmanr
 
 from eval.peers.kronfluence_peer import KronfluencePeer
-from eval.scale.common import timer
-from eval.scale.throughput import top_overlap
+from eval.scale.common import agreement_with_kronfluence, timer
 from llm_attrib.adapters import CausalLMAdapter
 from llm_attrib.attributors.influence import InfluenceAttributor
 from llm_attrib.demo.model import tiny_llama
@@ -92,9 +90,7 @@ def main() -> None:
         **times,
         "fit_speedup": times["kronfluence_fit"] / times["ours_fit"],
         "score_speedup": times["kronfluence_score"] / times["ours_score"],
-        "spearman_vs_kronfluence": float(sum(spearmanr(a, b).statistic for a, b in zip(our_scores, peer_scores))
-                                         / len(queries)),
-        "top10_overlap_vs_kronfluence": top_overlap(our_scores, peer_scores),
+        **agreement_with_kronfluence(our_scores, peer_scores),
     }
     print(json.dumps(row, indent=2))
     write_json(Path(__file__).with_name("realistic.json"), row)

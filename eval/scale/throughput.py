@@ -15,25 +15,13 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-from scipy.stats import spearmanr
-
 from eval.peers.kronfluence_peer import KronfluencePeer
-from eval.scale.common import attributor, corpus_of_size, demo, timer
+from eval.scale.common import agreement_with_kronfluence, attributor, corpus_of_size, demo, timer
 from llm_attrib.prefilter import Prefilter
 from llm_attrib.store import write_json
 
 N_QUERIES = 8
 CANDIDATES = 100
-TOP = 10
-
-
-def top_overlap(x: torch.Tensor, y: torch.Tensor, k: int = TOP) -> float:
-    """Mean over queries of the shared fraction of the two ``[n_q, n]`` score matrices' top-``k`` columns."""
-    return sum(len(set(torch.topk(a, k).indices.tolist()) & set(torch.topk(b, k).indices.tolist())) / k
-               for a, b in zip(x, y)) / len(x)
-
-
 def main(sizes: list[int]) -> None:
     bundle = demo()
     queries = bundle.corpus.queries[:N_QUERIES]
@@ -56,9 +44,7 @@ def main(sizes: list[int]) -> None:
             peer.fit(train)
         with timer(times, "kronfluence_score"):
             peer_scores = peer.score(queries, train)
-        agreement = {"spearman_vs_kronfluence": float(sum(spearmanr(a, b).statistic for a, b in zip(
-                         our_scores.values, peer_scores.values.double())) / len(queries)),
-                     "top10_overlap_vs_kronfluence": top_overlap(our_scores.values, peer_scores.values.double())}
+        agreement = agreement_with_kronfluence(our_scores.values, peer_scores.values)
         rows.append({"n_train": n, "n_queries": len(queries), "prefilter_scored": scored, **times, **agreement,
                      "ours_docs_per_s": n / times["ours_score"],
                      "prefilter_docs_per_s": n / times["prefilter_score"],
