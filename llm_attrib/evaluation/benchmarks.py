@@ -35,7 +35,8 @@ from llm_attrib.demo.tokenizer import train_tokenizer
 from llm_attrib.demo.training import train_causal_lm
 from llm_attrib.evaluation.fact_tracing import retrieval_report, tail_patch_report
 from llm_attrib.evaluation.mislabel import detection_report, self_influence_scores, swap_completions
-from llm_attrib.evaluation.provenance import evaluate_provenance, passage_queries, split_works
+from llm_attrib.evaluation.provenance import (evaluate_provenance, evaluate_provenance_permutation,
+                                              passage_queries, split_works)
 from llm_attrib.evaluation.retrain import DemoRetrainer
 from llm_attrib.evaluation.runs import TrainingRuns
 from llm_attrib.scores import Scores
@@ -211,8 +212,11 @@ def provenance_benchmark(
                 "completion": _truncate(tokenizer, q["completion"], max_tokens // 2 - 2)} for q in queries]
     retrainer = DemoRetrainer(_tiny_gpt2_builder(tokenizer, max_tokens, 64), tokenizer, epochs=epochs, lr=lr, batch_size=16)
     is_calibration = [int(q["work"][4:]) in calibration for q in queries]
+    query_works = [q["work"] for q in queries]
     evaluators: list[Evaluator] = [
-        lambda scores: evaluate_provenance(scores.values, groups, [q["work"] for q in queries], is_calibration)
+        lambda scores: evaluate_provenance(scores.values, groups, query_works, is_calibration),
+        lambda scores: {f"permutation/{key}": value for key, value in evaluate_provenance_permutation(
+            scores.values, groups, query_works, is_calibration, seed=seed).items()},
     ]
     return Benchmark("provenance", retrainer(documents, seed), tokenizer, documents, queries, retrainer, evaluators,
                      settings={"planted": sorted(planted), "calibration": sorted(calibration), "n_works": n_works,
