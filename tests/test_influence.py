@@ -12,7 +12,8 @@ from llm_attrib.errors import CacheMismatchError, UserInputError
 
 
 def fitted(adapter, train, kind="ekfac", **kwargs):
-    return InfluenceAttributor(adapter, kind, fisher="empirical", damping="heuristic", batch_size=4, **kwargs).fit(train)
+    damping = {} if kind == "identity" else {"damping": "heuristic"}
+    return InfluenceAttributor(adapter, kind, fisher="empirical", batch_size=4, **damping, **kwargs).fit(train)
 
 
 def test_scores_do_not_depend_on_batch_size_padding_side_or_extra_padding(gpt2, tokenizer, train_records,
@@ -27,7 +28,7 @@ def test_scores_do_not_depend_on_batch_size_padding_side_or_extra_padding(gpt2, 
     for options in variants:
         for batch_size in (1, 8):
             attributor = fitted(CausalLMAdapter(gpt2, tokenizer, **options), train_records)
-            attributor.batch_size = batch_size
+            attributor.config = attributor.config.replace(batch_size=batch_size)
             got = attributor.score(query_records, train_records).values
             torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-12, msg=f"{options} batch {batch_size}")
 

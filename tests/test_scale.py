@@ -139,7 +139,7 @@ def test_an_interrupted_run_resumes_without_recomputing_finished_chunks(adapter,
     monkeypatch.setattr(attributor, "_score_chunk", lambda *a, **k: (calls.append(a[0]), original(*a, **k))[1])
     got = attributor.score(query_records, train_records, output_dir=tmp_path).values
     torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-12)
-    n_chunks = 2 * -(-len(train_records) // attributor.batch_size)
+    n_chunks = 2 * -(-len(train_records) // attributor.config.batch_size)
     assert len(calls) == n_chunks - 4
     with pytest.raises(CacheMismatchError, match="queries"):
         attributor.score(query_records[:1], train_records, output_dir=tmp_path)
@@ -154,7 +154,7 @@ def test_a_one_shot_iterator_is_refused_with_several_partitions(adapter, train_r
 @pytest.mark.parametrize("options, message", [
     (dict(query_rank=0), "query_rank"),
     (dict(layer_partitions=99), "layer_partitions"),
-    (dict(rescore_top=5), "together with query_rank"),
+    (dict(rescore_top=5), "give query_rank too"),
     (dict(curvature="explicit", layer_partitions=2), "couples all tracked layers"),
 ])
 def test_bad_scale_options_get_one_line_errors(adapter, options, message):

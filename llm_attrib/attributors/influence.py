@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence as SequenceABC
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -26,11 +27,13 @@ import torch
 from tqdm.auto import tqdm
 
 from llm_attrib.adapters.base import Adapter
+from llm_attrib.attributors.base import Attributor, make_config
 from llm_attrib.attributors.chunks import ChunkScores, ChunkStore, ScoreColumns
 from llm_attrib.capture import LayerCapture, TrackedLayer, per_example_gradients
 from llm_attrib.contraction import QueryMatrices, query_matrices, squared_norms
-from llm_attrib.curvature.base import DEFAULT_DAMPING, working_precision
-from llm_attrib.curvature import Curvature, Grads, make_curvature
+from llm_attrib.config import Config, ConfigError, at_least, damping_check, option
+from llm_attrib.curvature import CURVATURES, Curvature, Grads, make_curvature
+from llm_attrib.curvature.base import DEFAULT_DAMPING, FISHER_TARGETS, working_precision
 from llm_attrib.distributed import barrier, broadcast_from_main, gather_columns, is_main_process, shard_batches
 from llm_attrib.errors import UserInputError
 from llm_attrib.scores import Scores
@@ -50,85 +53,128 @@ def _take(records: Sequence[Any], indices: Sequence[int]) -> list[Any]:
     return [records[i] for i in indices]
 
 
-class InfluenceAttributor:
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+                                  "float16": torch.float16}
+"""Names of the contraction dtypes `InfluenceConfig.dtype` accepts."""
+
+
+def _damping_or_default(value: Any) -> str | None:
+    return None if value is None else damping_check(value)
+
+
+@dataclass(frozen=True)
+class InfluenceConfig(Config):
+    """Options of `InfluenceAttributor` (see the module docstring for sign and units)."""
+
+    curvature: str = option("ekfac", "curvature of the influence preconditioner", choices=tuple(CURVATURES))
+    damping: float | str | None = option(
+        None, "absolute damping added to the per-example Fisher's eigenvalues, or 'heuristic' (0.1 x each layer's "
+              f"mean eigenvalue); none = {DEFAULT_DAMPING!r} (identity curvature applies none)",
+        check=_damping_or_default)
+    normalize: str | None = option(None, "none, cosine (divide by both gradients' norms) or relative (RelatIF: by "
+                                         "the root of the training example's self-influence)", choices=NORMALIZATIONS)
+    fisher: str = option("sampled", "curvature targets: sampled from the model (true Fisher) or the data's "
+                                    "(empirical: the same factors for any number of processes)",
+                         choices=FISHER_TARGETS)
+    max_examples: int | None = option(None, "fit the curvature on a seeded random sample of at most this many "
+                                            "training records (none = all)", check=at_least(1))
+    batch_size: int = option(8, "examples per forward/backward pass", check=at_least(1))
+    seed: int = option(0, "seeds the curvature sample and the sampled Fisher targets")
+    query_rank: int | None = option(None, "score with rank-r query matrices (query batching; none = full rank)",
+                                    check=at_least(1))
+    rescore_top: int | None = option(None, "with query_rank, re-score each query's top records at full rank",
+                                     check=at_least(1))
+    layer_partitions: int = option(1, "fit and score the tracked layers in this many groups (less memory, more "
+                                      "passes over the data)", check=at_least(1))
+    dtype: str | None = option(None, "dtype of the gradient contractions (none = float32, float64 for a float64 "
+                                     "model); bfloat16 on a GPU for speed", choices=(None, *DTYPES), flag=False)
+
+    def validate(self) -> None:
+        if self.rescore_top is not None and self.query_rank is None:
+            raise ConfigError("rescore_top", "re-scores the top records of low-rank scores: give query_rank too")
+        if self.curvature == "identity" and self.damping is not None:
+            raise ConfigError("damping", f"cannot be applied by identity curvature (grad-dot): leave it unset, "
+                                         f"not {self.damping!r}")
+
+    @property
+    def effective_damping(self) -> float | str | None:
+        """The damping the curvature applies: the given one, `DEFAULT_DAMPING`, or None for identity."""
+        if self.curvature == "identity":
+            return None
+        return DEFAULT_DAMPING if self.damping is None else self.damping
+
+    @property
+    def torch_dtype(self) -> torch.dtype | None:
+        return None if self.dtype is None else DTYPES[self.dtype]
+
+
+class InfluenceAttributor(Attributor):
     """Influence scores of training examples on queries; see the module docstring for sign and units.
 
     Args:
         adapter: what is differentiated (`CausalLMAdapter`, `ClassifierAdapter`).
-        curvature: "ekfac" (default), "kfac", "diagonal", "identity", "explicit", or a `Curvature`.
-        damping: absolute λ added to the per-example Fisher's eigenvalues, or "heuristic" (0.1 × mean eigenvalue).
-        normalize: None, "cosine" (divide by the norms of the query and training gradients), or "relative"
-            (divide by the square root of the training example's self-influence; RelatIF).
-        max_examples: fit the curvature on a seeded random sample of at most this many training examples.
-        batch_size: examples per forward/backward pass.
-        seed: seeds the curvature sample and the sampled Fisher targets.
-        fisher: "sampled" (true Fisher, targets from the model) or "empirical" (the data's targets).
+        curvature: the curvature's name (shorthand for ``config.curvature``), or a `Curvature` object to use as is.
+        config: an `InfluenceConfig`; keyword ``options`` are its fields (``damping=1e-8, batch_size=4``) and
+            override those of ``config``. With ``layer_partitions > 1`` each group of layers is fitted and scored on
+            its own (one pass over the training data per group and stage), so only one group's statistics, query
+            matrices and activations are held; a bf16/fp16 model's query gradients are contracted in float32 unless
+            ``dtype`` says otherwise, statistics accumulate in float64 and scores are float64.
         cache_dir: save fitted factors there and reload them on a later run with the same model, data and
-            arguments; a cache made for something else is refused.
-        progress: show progress bars.
-        query_rank: None (full rank) or r: score with the best rank-r approximation ``U Vᵀ`` of each layer's
-            preconditioned query matrix (SVD), ``n·B·T·r·(O+I)`` work per training batch ("query batching").
-        rescore_top: with ``query_rank``, re-score each query's top-``rescore_top`` training records at full rank.
-        dtype: dtype of the query/training gradient contractions (e.g. ``torch.bfloat16`` on a GPU for speed); None
-            = float32 (float64 for a float64 model): a bf16/fp16 model's query gradients are summed over tokens
-            and contracted in float32. Curvature statistics are accumulated in float64 (each batch's products in float32),
-            eigendecompositions run in float64, scores are returned in float64.
-        layer_partitions: fit and score the tracked layers in this many contiguous groups, one after another (one
-            pass over the training data per group and stage), so only one group's statistics, query matrices and
-            activations are held. With a ``cache_dir`` each group's factors are written to their own file and
-            loaded only while that group is used, so the factors of all layers are never in memory at once.
+            options; a cache made for something else is refused. With layer partitions each group's factors are
+            written to their own file and loaded only while that group is used.
+        progress: show progress.
     """
 
-    def __init__(
-        self,
-        adapter: Adapter,
-        curvature: str | Curvature = "ekfac",
-        *,
-        damping: float | str = DEFAULT_DAMPING,
-        normalize: str | None = None,
-        max_examples: int | None = None,
-        batch_size: int = 8,
-        seed: int = 0,
-        fisher: str = "sampled",
-        cache_dir: str | Path | None = None,
-        progress: bool = False,
-        query_rank: int | None = None,
-        rescore_top: int | None = None,
-        dtype: torch.dtype | None = None,
-        layer_partitions: int = 1,
-    ):
-        if normalize not in NORMALIZATIONS:
-            raise UserInputError(f"normalize must be one of {NORMALIZATIONS}, not {normalize!r}")
-        if query_rank is not None and query_rank < 1:
-            raise UserInputError(f"query_rank must be a positive integer or None, not {query_rank!r}")
-        if rescore_top is not None and (query_rank is None or rescore_top < 1):
-            raise UserInputError(f"rescore_top re-scores the top records of low-rank scores: give a positive "
-                                 f"rescore_top together with query_rank (got rescore_top={rescore_top!r}, "
-                                 f"query_rank={query_rank!r})")
-        if not 1 <= layer_partitions <= len(adapter.layers):
-            raise UserInputError(f"layer_partitions must be between 1 and {len(adapter.layers)} (the tracked layers), "
-                                 f"not {layer_partitions}")
+    kind = "influence"
+    config_class = InfluenceConfig
+    config: InfluenceConfig
+
+    def __init__(self, adapter: Adapter, curvature: str | Curvature | None = None, *,
+                 config: InfluenceConfig | None = None, cache_dir: str | Path | None = None, progress: bool = False,
+                 **options: Any):
+        if isinstance(curvature, Curvature):
+            options["curvature"] = curvature.kind
+        elif curvature is not None:
+            options["curvature"] = curvature
+        if isinstance(options.get("dtype"), torch.dtype):
+            options["dtype"] = {value: name for name, value in DTYPES.items()}[options["dtype"]]
+        self.config = make_config(InfluenceConfig, config, options)
+        if self.config.layer_partitions > len(adapter.layers):
+            raise ConfigError("layer_partitions", f"must be at most {len(adapter.layers)} (the tracked layers), "
+                                                  f"not {self.config.layer_partitions}")
         self.adapter = adapter
-        self.curvature = curvature if isinstance(curvature, Curvature) else make_curvature(curvature, damping=damping)
-        if layer_partitions > 1 and not self.curvature.layerwise:
-            raise UserInputError(f"{self.curvature.kind} curvature couples all tracked layers; use layer_partitions=1")
-        self.normalize = normalize
-        self.max_examples = max_examples
-        self.batch_size = batch_size
-        self.seed = seed
-        self.fisher = fisher
+        self.curvature = (curvature if isinstance(curvature, Curvature)
+                          else make_curvature(self.config.curvature, damping=self.config.effective_damping))
+        if self.config.layer_partitions > 1 and not self.curvature.layerwise:
+            raise ConfigError("layer_partitions", f"must be 1: {self.curvature.kind} curvature couples all "
+                                                  "tracked layers")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.progress = progress
-        self.query_rank = query_rank
-        self.rescore_top = rescore_top
-        self.dtype = dtype
-        self.layer_partitions = layer_partitions
         self._factor_files: dict[int, Path] = {}
         self._fitted_factors: str | None = None  # fingerprint of the factors fitted or loaded by `fit`
 
     @property
     def name(self) -> str:
-        return f"influence-{self.curvature.kind}" + (f"-{self.normalize}" if self.normalize else "")
+        return f"influence-{self.curvature.kind}" + (f"-{self.config.normalize}" if self.config.normalize else "")
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.curvature.is_fitted
+
+    # ------------------------------------------------------------------------------------- persistence
+    def _bound_to(self) -> dict[str, Any]:
+        return {"model": self.adapter.fingerprint(), "layers": [layer.name for layer in self.adapter.layers]}
+
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Every layer's factors (those a layer-partitioned fit wrote to files are read back) and their metadata."""
+        with self._factors_of(self.adapter.layers):
+            tensors = {key: value.cpu() for key, value in self.curvature.state.items()}
+        return tensors, {"curvature": self.curvature.metadata(), "factors": self._fitted_factors}
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        self.curvature.load_state(tensors, metadata["curvature"]).to(self.adapter.device)
+        self._factor_files = {}
+        self._fitted_factors = metadata["factors"]
 
     # ----------------------------------------------------------------------------------------- fitting
     def fit(self, train: Sequence[Any]) -> "InfluenceAttributor":
@@ -139,16 +185,16 @@ class InfluenceAttributor:
         """
         if len(train) == 0:
             raise UserInputError("the training set is empty")
-        indices = sample_indices(len(train), self.max_examples, self.seed)
+        indices = sample_indices(len(train), self.config.max_examples, self.config.seed)
         examples = self.adapter.encode(_take(train, indices))
         expect = {
             "kind": self.curvature.kind,
             "model": self.adapter.fingerprint(),
             "data": data_fingerprint([getattr(e, "input_ids", None) or repr(e) for e in examples]),
             "n_train": len(train),
-            "max_examples": self.max_examples,
-            "seed": self.seed,
-            "fisher": self.fisher,
+            "max_examples": self.config.max_examples,
+            "seed": self.config.seed,
+            "fisher": self.config.fisher,
         }
         self._factor_files = {}
         summaries: list[str] = []
@@ -158,15 +204,16 @@ class InfluenceAttributor:
                 tensors, metadata = load_tensors(path, expect=expect)  # its layers: the fingerprint's and file name's
                 self.curvature.load_state({**self.curvature.state, **tensors}, metadata).to(self.adapter.device)
             else:
-                self.curvature.fit(self.adapter, examples, n_train=len(train), batch_size=self.batch_size,
-                                   seed=self.seed, fisher=self.fisher, progress=self.progress, layers=layers)
+                self.curvature.fit(self.adapter, examples, n_train=len(train), batch_size=self.config.batch_size,
+                                   seed=self.config.seed, fisher=self.config.fisher, progress=self.progress,
+                                   layers=layers)
                 if path is not None:
                     if is_main_process():
                         save_tensors(path, self.curvature.layer_state(layers), {
                             **expect, **self.curvature.metadata(), "layers": [layer.name for layer in layers]})
                     barrier()  # the file exists before any rank reloads this group from it
             summaries += _summaries(self.curvature.layer_state(layers))
-            if path is not None and self.layer_partitions > 1:
+            if path is not None and self.config.layer_partitions > 1:
                 self._factor_files[part] = path
                 self._release(layers)
         self._fitted_factors = data_fingerprint(sorted(summaries))
@@ -176,9 +223,10 @@ class InfluenceAttributor:
         """Where layer group ``part``'s factors are cached (one file for all layers when there is one group)."""
         if self.cache_dir is None:
             return None
-        if self.layer_partitions == 1:
+        if self.config.layer_partitions == 1:
             return self.cache_dir / f"{self.curvature.kind}-factors.safetensors"
-        return self.cache_dir / f"{self.curvature.kind}-factors-part{part + 1:02d}of{self.layer_partitions:02d}.safetensors"
+        parts = self.config.layer_partitions
+        return self.cache_dir / f"{self.curvature.kind}-factors-part{part + 1:02d}of{parts:02d}.safetensors"
 
     def _release(self, layers: Sequence[TrackedLayer]) -> None:
         for key in self.curvature.layer_state(layers):
@@ -207,7 +255,7 @@ class InfluenceAttributor:
         layers = list(self.adapter.layers if layers is None else layers)
         parts: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in layers}
         examples = self.adapter.encode(records, first_index=first_index)
-        for batch in self.adapter.batches(examples, self.batch_size):
+        for batch in self.adapter.batches(examples, self.config.batch_size):
             with LayerCapture(layers) as capture:
                 objective = self.adapter.measure(batch) if measure else self.adapter.log_prob(batch)
                 for layer, a, g in capture.output_gradients(objective.sum()):
@@ -228,19 +276,15 @@ class InfluenceAttributor:
         grads = self.query_gradients(queries, layers)
         with self._factors_of(list(self.adapter.layers if layers is None else layers)):
             preconditioned = self.curvature.precondition(grads)
-        if self.normalize == "cosine":
+        if self.config.normalize == "cosine":
             norms = _squared_norms(grads).sqrt().clamp(min=1e-30)
             preconditioned = {name: p / norms[:, None, None] for name, p in preconditioned.items()}
         return preconditioned
 
-    def _check_fitted(self) -> None:
-        if not self.curvature.is_fitted:
-            raise UserInputError("call fit(train) before scoring")
-
     def partitions(self) -> list[list[TrackedLayer]]:
         """The tracked layers in ``layer_partitions`` contiguous groups, scored one group at a time."""
         layers = list(self.adapter.layers)
-        k = self.layer_partitions
+        k = self.config.layer_partitions
         return [layers[(len(layers) * i) // k:(len(layers) * (i + 1)) // k] for i in range(k)]
 
     # --------------------------------------------------------------------------------------- scoring
@@ -268,23 +312,23 @@ class InfluenceAttributor:
         if len(queries) == 0:
             raise UserInputError("no queries to score")
         self._check_fitted()
-        if self.layer_partitions > 1 and iter(train) is train:
+        if self.config.layer_partitions > 1 and iter(train) is train:
             raise UserInputError("the training data is read once per layer partition: pass a list, a Dataset or a "
                                  "re-iterable IterableDataset, not a one-shot iterator")
         if per_token and output_dir is not None:
             raise UserInputError("per_token parts are not stored in output_dir; score per_token without it")
-        result = self._score_pass(queries, train, rank=self.query_rank, per_module=per_module,
+        result = self._score_pass(queries, train, rank=self.config.query_rank, per_module=per_module,
                                   per_token=per_token, output_dir=output_dir)
-        if self.query_rank is not None and self.rescore_top:
+        if self.config.query_rank is not None and self.config.rescore_top:
             if not isinstance(train, SequenceABC):
                 raise UserInputError("rescore_top needs random access to the training records (a list or Dataset)")
-            top = torch.topk(result.values, min(self.rescore_top, result.values.shape[1]), dim=1).indices
+            top = torch.topk(result.values, min(self.config.rescore_top, result.values.shape[1]), dim=1).indices
             union = sorted(set(top.flatten().tolist()))
             exact = self._score_pass(queries, [train[i] for i in union], rank=None, per_module=per_module,
                                      per_token=per_token, output_dir=None)
             result.replace_columns(union, exact)
         return result.to_scores(queries, method=self.name, units=self.units, metadata={
-            "damping": self.curvature.damping, "n_train": self.curvature.n_train, "query_rank": self.query_rank})
+            "damping": self.curvature.damping, "n_train": self.curvature.n_train, "query_rank": self.config.query_rank})
 
     def _score_pass(self, queries: Sequence[Any], train: Iterable[Any], *, rank: int | None, per_module: bool,
                     per_token: bool, output_dir: str | Path | None) -> ScoreColumns:
@@ -296,10 +340,10 @@ class InfluenceAttributor:
             grads = self.query_gradients(queries, layers)
             query_sq_norm += _squared_norms(grads).cpu()
             with self._factors_of(layers):  # one group's factors, for its queries and (RelatIF) its records
-                contractions = {name: query_matrices(p, rank, self.dtype)
+                contractions = {name: query_matrices(p, rank, self.config.torch_dtype)
                                 for name, p in self.curvature.precondition(grads).items()}
                 del grads
-                chunks = shard_batches(train, self.batch_size)
+                chunks = shard_batches(train, self.config.batch_size)
                 for start, records in tqdm(chunks, desc=f"{self.name} scores {part + 1}/{len(self.partitions())}",
                                            disable=not self.progress):
                     chunk = store.load(part, start, records) if store is not None else None
@@ -308,7 +352,7 @@ class InfluenceAttributor:
                         if store is not None:
                             store.save(part, start, records, chunk)
                     columns.add(start, records, chunk)
-        return columns.finish(query_sq_norm.sqrt(), self.normalize)
+        return columns.finish(query_sq_norm.sqrt(), self.config.normalize)
 
     def _score_chunk(self, start: int, records: Sequence[Any], layers: Sequence[TrackedLayer],
                      contractions: Mapping[str, QueryMatrices], per_token: bool) -> ChunkScores:
@@ -328,9 +372,9 @@ class InfluenceAttributor:
                     blocks[layer.name] = layer_tokens.sum(dim=-1)
                 else:
                     blocks[layer.name] = contraction.scores(a, g)
-                if self.normalize == "cosine":
+                if self.config.normalize == "cosine":
                     squared_norm += squared_norms(a.double(), g.double())
-                elif self.normalize == "relative":
+                elif self.config.normalize == "relative":
                     record_grads[layer.name] = per_example_gradients(a.double(), g.double())
         if record_grads:
             preconditioned = self.curvature.precondition(record_grads)
@@ -352,8 +396,8 @@ class InfluenceAttributor:
             "n_train": self.curvature.n_train,
             "factors": self._fitted_factors or data_fingerprint(sorted(_summaries(self.curvature.state))),
             "query_rank": rank,
-            "dtype": str(self.dtype),
-            "batch_size": self.batch_size,
+            "dtype": str(self.config.torch_dtype),
+            "batch_size": self.config.batch_size,
             "layer_partitions": [[layer.name for layer in part] for part in self.partitions()],
         }
 
@@ -367,7 +411,7 @@ class InfluenceAttributor:
         values: dict[int, torch.Tensor] = {}  # global index of a batch's first record -> its values
         for layers in self.partitions():
             with self._factors_of(layers):
-                for start, records in shard_batches(train, self.batch_size):
+                for start, records in shard_batches(train, self.config.batch_size):
                     grads = self._gradients(records, measure=False, first_index=start, layers=layers)
                     preconditioned = self.curvature.precondition(grads)
                     value = sum((grads[k].double() * preconditioned[k].double()).flatten(1).sum(dim=1)
@@ -378,9 +422,9 @@ class InfluenceAttributor:
 
     @property
     def units(self) -> str:
-        if self.normalize == "cosine":
+        if self.config.normalize == "cosine":
             return "cosine similarity of gradients (positive = raises the query's log-probability)"
-        if self.normalize == "relative":
+        if self.config.normalize == "relative":
             return "influence / sqrt(self-influence of the example) (RelatIF; positive = raises the query's log-probability)"
         if self.curvature.kind == "identity":
             return "gradient inner product (positive = raises the query's log-probability)"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from llm_attrib.curvature.base import DEFAULT_DAMPING, Curvature, Grads
+from llm_attrib.curvature.base import Curvature, Grads
+from llm_attrib.errors import UserInputError
 
 
 class IdentityCurvature(Curvature):
@@ -11,9 +12,12 @@ class IdentityCurvature(Curvature):
     kind = "identity"
     passes = 0
 
-    def __init__(self, damping: float | str = DEFAULT_DAMPING):
-        super().__init__(damping)
+    def __init__(self, damping: None = None):
+        if damping is not None:
+            raise UserInputError(f"identity curvature (grad-dot) applies no damping; leave damping unset, not {damping!r}")
         self.damping = None  # nothing to damp: reported as such in score metadata
+        self.state = {}
+        self.n_train = None
 
     def _accumulate(self, stage, layer, a, g, mask, sums) -> None:
         """Nothing to collect (``passes = 0``)."""
