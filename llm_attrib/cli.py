@@ -1,7 +1,8 @@
 """`llm-attrib` command line: each subcommand lives next to the code it drives and registers itself here.
 
 A subcommand module exposes ``add_parser(subparsers)``, which adds its parser and sets ``func``
-(``args -> int`` exit status). Errors that are the user's to fix (`UserInputError`) print one line.
+(``args -> int`` exit status). Errors that are the user's to fix (`UserInputError`, and argparse's own) print one
+line and exit with status 2.
 Launched by ``torchrun`` or ``accelerate launch``, every subcommand runs inside the launcher's process group
 (`process_group_from_environment`); rank 0 prints results and writes shared outputs.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 from llm_attrib.distributed import process_group_from_environment
 from llm_attrib.errors import UserInputError
@@ -26,11 +28,20 @@ SUBCOMMAND_MODULES = (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` whose errors are one line pointing at ``--help``, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llm-attrib", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="llm-attrib", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for module_name in SUBCOMMAND_MODULES:
         importlib.import_module(module_name).add_parser(subparsers)
+    for command in subparsers.choices.values():
+        command.set_defaults(command_parser=command)  # names the subcommand in errors about stray arguments
     return parser
 
 
@@ -46,13 +57,16 @@ def quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     quiet_libraries()
     try:
         with process_group_from_environment():
             return int(args.func(args) or 0)
     except UserInputError as error:
-        print(f"llm-attrib {args.command}: error: {error}", file=sys.stderr)
+        print(f"llm-attrib {args.command}: error: {' '.join(str(error).splitlines())}", file=sys.stderr)
         return 2
 
 
