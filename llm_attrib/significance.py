@@ -1,11 +1,11 @@
 """Is a group of training records' summed score larger than chance? A permutation test and multiple-testing corrections.
 
 `permutation_p_values` compares each group's score sum (e.g. a protected work's records, summed by
-`llm_attrib.evaluation.provenance.group_scores`; positive = the group raises the query's log-probability) with the
-sums of ``draws`` random groups of the same size drawn, each uniformly and without replacement, from a *pool* of
-comparison records (e.g. the unprotected ones). One-sided: the alternative is that the group raises the query
-more than a random group would. The p-value carries the add-one correction of Monte-Carlo tests (Phipson & Smyth
+`group_scores`; positive = the group raises the query's log-probability) with the sums of ``draws`` random groups
+of the same size drawn, each uniformly and without replacement, from a *pool* of comparison records (e.g. the
+unprotected ones). One-sided: the alternative is that the group raises the query more than a random group would. The p-value carries the add-one correction of Monte-Carlo tests (Phipson & Smyth
 2010), ``p = (1 + #{random sums ≥ observed}) / (1 + draws)``, so it is never 0 and is valid for any number of draws.
+`group_p_values` does both from a score matrix and one group label per record (``None`` = in the pool).
 
 `CORRECTIONS` adjusts a family of p-values for multiple testing: a hypothesis is rejected when its adjusted
 p-value is below ``alpha``. ``bonferroni`` and ``holm`` control the family-wise error rate (the chance of any false
@@ -15,7 +15,9 @@ rejection) under any dependence between the tests; ``bh`` (Benjamini–Hochberg)
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +66,59 @@ def permutation_p_values(
         exceed = (null[:, None, :] >= observed[:, columns, None].double()).sum(dim=-1)
         p_values[:, columns] = (1 + exceed).double() / (1 + draws)
     return p_values
+
+
+def group_scores(scores: torch.Tensor, groups: Sequence[Hashable | None]) -> tuple[torch.Tensor, list[Hashable]]:
+    """Sum ``scores`` ``[n_query, n_train]`` over the training columns of each group.
+
+    groups: one label per training column (``None`` = belongs to no group, e.g. unrelated filler text).
+    Returns ``([n_query, n_groups], group labels in order of first appearance)``. Positive = the group's
+    documents together raise the query's log-probability (under the additive reading of the scores).
+    """
+    if len(groups) != scores.shape[1]:
+        raise UserInputError(f"{len(groups)} group labels for {scores.shape[1]} training columns")
+    labels = list(dict.fromkeys(g for g in groups if g is not None))
+    position = {label: i for i, label in enumerate(labels)}
+    membership = torch.zeros(scores.shape[1], len(labels), dtype=scores.dtype)
+    for column, group in enumerate(groups):
+        if group is not None:
+            membership[column, position[group]] = 1
+    return scores @ membership, labels
+
+
+@dataclass
+class GroupTest:
+    """Each tested group's score sum and permutation p-value against random groups of ungrouped records.
+
+    labels: the groups tested; sizes: their numbers of records; scores and p_values: ``[n_query, n_groups]``
+    (positive score = the group's records together raise the query's log-probability; small p = larger than
+    random groups of the same size are). ``n_pool``: the ungrouped records the random groups were drawn from.
+    """
+
+    labels: list[Hashable]
+    sizes: list[int]
+    scores: torch.Tensor
+    p_values: torch.Tensor
+    n_pool: int
+
+
+def group_p_values(scores: torch.Tensor, groups: Sequence[Hashable | None], *, draws: int, seed: int,
+                   only: Sequence[Hashable] | None = None) -> GroupTest:
+    """Sum ``scores`` ``[n_query, n_train]`` per group and test each sum against ``draws`` random groups of the same
+    size drawn from the columns whose group is ``None`` (`permutation_p_values`, seeded by ``seed``).
+
+    ``only``: test just these groups (default: every group); the other groups' columns are in no test and not in the
+    pool. Scores must be finite.
+    """
+    if not torch.isfinite(scores).all():
+        raise UserInputError("the scores hold NaN or infinite values; a group test needs every record scored")
+    pool = [column for column, group in enumerate(groups) if group is None]
+    tested = {g for g in groups if g is not None} if only is None else set(only)
+    grouped, labels = group_scores(scores, [g if g in tested else None for g in groups])
+    counts = Counter(groups)
+    sizes = [counts[label] for label in labels]
+    p_values = permutation_p_values(grouped, sizes, scores[:, pool], draws=draws, seed=seed)
+    return GroupTest(labels=labels, sizes=sizes, scores=grouped, p_values=p_values, n_pool=len(pool))
 
 
 def smallest_p_value(draws: int) -> float:

@@ -3,14 +3,14 @@
 A corpus of *works* (`split_works`: consecutive speeches of tiny Shakespeare, or any texts) is split into
 *planted* works, mixed into the training data as documents, and *unrelated* works, never trained on. Queries
 reproduce (verbatim excerpt) or perturb (words replaced) passages of works. Attribution scores over training
-documents are summed per work (`group_scores`: positive = the work's documents together raise the query's
-log-probability). A (query, work) pair is flagged when its group score exceeds a threshold calibrated on
-queries from never-trained works (`calibrate_threshold`, e.g. their 95th percentile), so about 5% of
+documents are summed per work (`llm_attrib.significance.group_scores`: positive = the work's documents together
+raise the query's log-probability). A (query, work) pair is flagged when its group score exceeds a threshold
+calibrated on queries from never-trained works (`calibrate_threshold`, e.g. their 95th percentile), so about 5% of
 unrelated pairs are flagged by construction; `flag_report` gives precision and recall of flagged pairs.
 
-`group_p_values` is the calibrated alternative that needs no never-trained queries: each work's group score is
-compared with those of random groups of the same size drawn from the training records of no work (a seeded
-permutation test, `llm_attrib.significance`); `evaluate_provenance_permutation` flags a (query, work) pair when its
+`llm_attrib.significance.group_p_values` is the calibrated alternative that needs no never-trained queries: each
+work's group score is compared with those of random groups of the same size drawn from the training records of no
+work (a seeded permutation test); `evaluate_provenance_permutation` flags a (query, work) pair when its
 p-value, adjusted for multiple testing across that query's works, is below ``alpha`` (the audit's rule, one query
 being one audited output).
 """
@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import random
 import re
-from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Hashable, Sequence
 
 import torch
 
 from llm_attrib.errors import UserInputError
-from llm_attrib.significance import CORRECTIONS, permutation_p_values
+from llm_attrib.significance import CORRECTIONS, group_p_values, group_scores
 
 
 def split_works(text: str, n_works: int, speeches_per_work: int) -> list[list[str]]:
@@ -35,24 +33,6 @@ def split_works(text: str, n_works: int, speeches_per_work: int) -> list[list[st
     if n_works * speeches_per_work > len(speeches):
         raise UserInputError(f"{len(speeches)} speeches cannot make {n_works} works of {speeches_per_work}")
     return [speeches[i * speeches_per_work : (i + 1) * speeches_per_work] for i in range(n_works)]
-
-
-def group_scores(scores: torch.Tensor, groups: Sequence[Hashable | None]) -> tuple[torch.Tensor, list[Hashable]]:
-    """Sum ``scores`` ``[n_query, n_train]`` over the training columns of each group.
-
-    groups: one label per training column (``None`` = belongs to no group, e.g. unrelated filler text).
-    Returns ``([n_query, n_groups], group labels in order of first appearance)``. Positive = the group's
-    documents together raise the query's log-probability (under the additive reading of the scores).
-    """
-    if len(groups) != scores.shape[1]:
-        raise UserInputError(f"{len(groups)} group labels for {scores.shape[1]} training columns")
-    labels = list(dict.fromkeys(g for g in groups if g is not None))
-    position = {label: i for i, label in enumerate(labels)}
-    membership = torch.zeros(scores.shape[1], len(labels), dtype=scores.dtype)
-    for column, group in enumerate(groups):
-        if group is not None:
-            membership[column, position[group]] = 1
-    return scores @ membership, labels
 
 
 def calibrate_threshold(null_scores: torch.Tensor, quantile: float = 0.95) -> float:
@@ -77,41 +57,6 @@ def flag_counts(flagged: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
         "recall": true_positive / max(int(truth.sum()), 1),
         "false_positive_rate": int((flagged & ~truth).sum()) / max(int((~truth).sum()), 1),
     }
-
-
-@dataclass
-class GroupTest:
-    """Each tested group's score sum and permutation p-value against random groups of ungrouped records.
-
-    labels: the groups tested; sizes: their numbers of records; scores and p_values: ``[n_query, n_groups]``
-    (positive score = the group's records together raise the query's log-probability; small p = larger than
-    random groups of the same size are). ``n_pool``: the ungrouped records the random groups were drawn from.
-    """
-
-    labels: list[Hashable]
-    sizes: list[int]
-    scores: torch.Tensor
-    p_values: torch.Tensor
-    n_pool: int
-
-
-def group_p_values(scores: torch.Tensor, groups: Sequence[Hashable | None], *, draws: int, seed: int,
-                   only: Sequence[Hashable] | None = None) -> GroupTest:
-    """Sum ``scores`` ``[n_query, n_train]`` per group and test each sum against ``draws`` random groups of the same
-    size drawn from the columns whose group is ``None`` (`permutation_p_values`, seeded by ``seed``).
-
-    ``only``: test just these groups (default: every group); the other groups' columns are in no test and not in the
-    pool. Scores must be finite.
-    """
-    if not torch.isfinite(scores).all():
-        raise UserInputError("the scores hold NaN or infinite values; a group test needs every record scored")
-    pool = [column for column, group in enumerate(groups) if group is None]
-    tested = {g for g in groups if g is not None} if only is None else set(only)
-    grouped, labels = group_scores(scores, [g if g in tested else None for g in groups])
-    counts = Counter(groups)
-    sizes = [counts[label] for label in labels]
-    p_values = permutation_p_values(grouped, sizes, scores[:, pool], draws=draws, seed=seed)
-    return GroupTest(labels=labels, sizes=sizes, scores=grouped, p_values=p_values, n_pool=len(pool))
 
 
 def perturb_words(text: str, fraction: float, vocabulary: Sequence[str], rng: random.Random) -> str:
@@ -188,8 +133,9 @@ def evaluate_provenance_permutation(
     seed: int = 0,
 ) -> dict[str, float]:
     """Precision/recall/false-positive rate of the (query, work) pairs flagged by the permutation test
-    (`group_p_values`; adjusted by ``correction`` across each query's works, flagged when below ``alpha``), on the
-    same test queries as `evaluate_provenance` (the ``calibration`` queries are left out; the test needs none).
+    (`llm_attrib.significance.group_p_values`; adjusted by ``correction`` across each query's works, flagged when
+    below ``alpha``), on the same test queries as `evaluate_provenance` (the ``calibration`` queries are left out;
+    the test needs none).
     """
     test = group_p_values(scores, train_groups, draws=draws, seed=seed)
     adjusted = torch.stack([CORRECTIONS[correction](row) for row in test.p_values])
