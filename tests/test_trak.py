@@ -130,8 +130,10 @@ def test_bad_arguments_get_one_line_errors(gpt2, tokenizer, train_records, query
         TrakAttributor([adapter]).score(query_records, train_records)
     with pytest.raises(UserInputError, match="damping"):
         TrakAttributor([adapter], damping=-1.0)
-    with pytest.raises(UserInputError, match="unknown projection"):
-        TrakAttributor([adapter], projection="sparse").fit(train_records)
+    with pytest.raises(UserInputError, match="projection must be one of"):
+        TrakAttributor([adapter], projection="sparse")  # refused at construction, before any fit
+    with pytest.raises(UserInputError, match="projection_dim must be"):
+        TrakAttributor([adapter], projection_dim=0)
     with pytest.raises(UserInputError, match="orthogonal"):
         random_matrix(3, 4, "orthogonal", 0)
     with pytest.raises(UserInputError, match="positive"):

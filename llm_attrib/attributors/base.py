@@ -26,6 +26,7 @@ import torch
 
 from llm_attrib import __version__
 from llm_attrib.config import Config
+from llm_attrib.data import record_ids
 from llm_attrib.errors import CacheMismatchError, UserInputError
 from llm_attrib.scores import Scores
 
@@ -96,6 +97,33 @@ class Attributor(ABC):
     def _check_fitted(self) -> None:
         if not self.is_fitted:
             raise UserInputError(f"{self.name}: call fit(train) (or from_pretrained) before scoring")
+
+    # ----------------------------------------------- methods that keep per-record state of the fitted training set
+    def _remember_train(self, train: Sequence[Any]) -> None:
+        """Record which training records were fitted (their fingerprint and ids), for `_check_same_train`."""
+        self._train_fingerprint = self._train_fingerprint_of(train)
+        self._train_ids = record_ids(train)
+
+    def _train_fingerprint_of(self, train: Iterable[Any]) -> str:
+        """What identifies a training set for this method (default: every record's full content)."""
+        from llm_attrib.store import data_fingerprint
+
+        return data_fingerprint([repr(record) for record in train])
+
+    def _check_same_train(self, train: Iterable[Any] | None) -> None:
+        """Refuse to score other records than those fitted (methods whose fit keeps per-record features)."""
+        self._check_fitted()
+        if train is not None and self._train_fingerprint_of(train) != self._train_fingerprint:
+            raise UserInputError(f"{self.name}: these training records differ from those given to fit(); it scores "
+                                 "only the records it was fitted on: call fit(train) with them first")
+
+    def _train_metadata(self) -> dict[str, Any]:
+        """The fitted training set's fingerprint and ids, for `_state` (restored by `_restore_train`)."""
+        return {"train_fingerprint": self._train_fingerprint, "train_ids": list(self._train_ids)}
+
+    def _restore_train(self, metadata: Mapping[str, Any]) -> None:
+        self._train_fingerprint = metadata["train_fingerprint"]
+        self._train_ids = list(metadata["train_ids"])
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write the config (JSON) and the fitted state (safetensors, with a checksum) to ``directory``, atomically;

@@ -15,13 +15,16 @@ the score is ``η`` × grad-dot.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
 
 from llm_attrib.adapters.base import Adapter
-from llm_attrib.attributors.influence import InfluenceAttributor
+from llm_attrib.attributors.base import Attributor, make_config
+from llm_attrib.attributors.influence import DTYPES, InfluenceAttributor
+from llm_attrib.config import Config, at_least, option
 from llm_attrib.curvature.identity import IdentityCurvature
 from llm_attrib.errors import UserInputError
 from llm_attrib.scores import Scores
@@ -29,46 +32,75 @@ from llm_attrib.scores import Scores
 NORMALIZATIONS = (None, "cosine")
 
 
-class TracInAttributor:
+def _learning_rates_check(value: tuple) -> str | None:
+    ok = all(isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr >= 0
+             for lr in value)
+    return None if ok else "finite non-negative numbers, one per checkpoint"
+
+
+@dataclass(frozen=True)
+class TracInConfig(Config):
+    """Options of `TracInAttributor`."""
+
+    learning_rates: tuple = option((), "η_k per checkpoint (the learning rate x the steps it stands for)",
+                                   check=_learning_rates_check, flag=False)
+    normalize: str | None = option(None, "none (gradient inner products) or cosine (cosine of the gradients at "
+                                         "each checkpoint)", choices=NORMALIZATIONS)
+    batch_size: int = option(8, "examples per forward/backward pass", check=at_least(1))
+    dtype: str | None = option(None, "dtype of the gradient contractions (none = float32, float64 for a float64 "
+                                     "model)", choices=(None, *DTYPES), flag=False)
+
+
+class TracInAttributor(Attributor):
     """TracIn-CP scores; see the module docstring for sign and units.
 
     Args:
         checkpoints: one adapter per checkpoint, all tracking the same layers: a list of adapters or a
             `llm_attrib.attributors.checkpoints.Checkpoints` (models or folders, loaded one at a time).
-        learning_rates: ``η_k`` per checkpoint (e.g. the learning rate × the number of steps it stands for).
-        normalize: None (gradient inner products) or "cosine" (cosine of the gradients at each checkpoint).
-        batch_size: examples per forward/backward pass.
-        progress: show progress bars.
-        dtype: dtype of the gradient contractions; None = each model's.
+        learning_rates: ``η_k`` per checkpoint (shorthand for ``config.learning_rates``).
+        config: a `TracInConfig`; keyword ``options`` are its fields and override it.
+        progress: show progress.
     """
 
-    def __init__(self, checkpoints: Sequence[Adapter], learning_rates: Sequence[float], *,
-                 normalize: str | None = None, batch_size: int = 8, progress: bool = False,
-                 dtype: torch.dtype | None = None):
+    kind = "tracin"
+    config_class = TracInConfig
+    config: TracInConfig
+
+    def __init__(self, checkpoints: Sequence[Adapter], learning_rates: Sequence[float] | None = None, *,
+                 config: TracInConfig | None = None, progress: bool = False, **options: Any):
+        if learning_rates is not None:
+            options["learning_rates"] = tuple(learning_rates)
+        self.config = make_config(TracInConfig, config, options)
         if len(checkpoints) == 0:
             raise UserInputError("TracIn needs at least one checkpoint")
-        if len(learning_rates) != len(checkpoints):
-            raise UserInputError(f"{len(learning_rates)} learning rates for {len(checkpoints)} checkpoints; "
-                                 "give one per checkpoint")
-        if not all(math.isfinite(lr) and lr >= 0 for lr in learning_rates):
-            raise UserInputError(f"learning rates must be finite and non-negative, not {list(learning_rates)}")
-        if normalize not in NORMALIZATIONS:
-            raise UserInputError(f"normalize must be one of {NORMALIZATIONS}, not {normalize!r}")
+        if len(self.config.learning_rates) != len(checkpoints):
+            raise UserInputError(f"{len(self.config.learning_rates)} learning rates for {len(checkpoints)} "
+                                 "checkpoints; give one per checkpoint")
         self.checkpoints = checkpoints
-        self.learning_rates = [float(lr) for lr in learning_rates]
-        self.normalize = normalize
-        self.batch_size = batch_size
+        self.learning_rates = [float(lr) for lr in self.config.learning_rates]
         self.progress = progress
-        self.dtype = dtype
         self.n_train: int | None = None
 
     @property
     def name(self) -> str:
-        return "tracin" + (f"-{self.normalize}" if self.normalize else "")
+        return "tracin" + (f"-{self.config.normalize}" if self.config.normalize else "")
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.n_train is not None
+
+    def _bound_to(self) -> dict[str, Any]:
+        return {"checkpoints": [self.checkpoints[k].fingerprint() for k in range(len(self.checkpoints))]}
+
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {}, {"n_train": self.n_train}
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        self.n_train = int(metadata["n_train"])
 
     @property
     def units(self) -> str:
-        what = "cosines" if self.normalize == "cosine" else "gradient inner products"
+        what = "cosines" if self.config.normalize == "cosine" else "gradient inner products"
         return f"learning-rate-weighted {what}, summed over checkpoints (positive = raises the query's log-probability)"
 
     def fit(self, train: Sequence[Any]) -> "TracInAttributor":
@@ -79,11 +111,10 @@ class TracInAttributor:
         return self
 
     def _per_checkpoint(self, adapter: Adapter) -> InfluenceAttributor:
-        if self.n_train is None:
-            raise UserInputError("call fit(train) before scoring")
+        self._check_fitted()
         identity = IdentityCurvature().load_state({}, {"n_train": self.n_train})
-        return InfluenceAttributor(adapter, identity, normalize=self.normalize, batch_size=self.batch_size,
-                                   progress=self.progress, dtype=self.dtype)
+        return InfluenceAttributor(adapter, identity, normalize=self.config.normalize,
+                                   batch_size=self.config.batch_size, dtype=self.config.dtype, progress=self.progress)
 
     def score(self, queries: Sequence[Any], train: Iterable[Any], *, per_module: bool = False,
               per_token: bool = False, output_dir: str | Path | None = None) -> Scores:

@@ -29,15 +29,17 @@ import torch
 from tqdm.auto import tqdm
 
 from llm_attrib.adapters.base import Adapter
+from llm_attrib.attributors.base import Attributor, make_config
 from llm_attrib.capture import LayerCapture
 from llm_attrib.curvature import resolve_damping
 from llm_attrib.curvature.base import DEFAULT_DAMPING, working_precision
+from llm_attrib.config import Config, at_least, damping_check, option
 from llm_attrib.data import batched, record_ids
 from llm_attrib.distributed import gather_columns, shard_batches
 from llm_attrib.errors import CurvatureError, UserInputError
-from llm_attrib.projection import KroneckerProjection, layer_projections
+from llm_attrib.projection import RANDOM_MATRICES, KroneckerProjection, layer_projections
 from llm_attrib.scores import Scores
-from llm_attrib.store import data_fingerprint, load_tensors, save_tensors
+from llm_attrib.store import load_tensors, save_tensors
 
 FEATURES = "features"
 
@@ -75,36 +77,48 @@ class ModelFeatures:
     damping: float
 
 
-class TrakAttributor:
+def _projection_dim_check(value: int | tuple[int, ...]) -> str | None:
+    sizes = value if isinstance(value, tuple) else (value,)
+    return None if len(sizes) in (1, 2) and all(isinstance(k, int) and k >= 1 for k in sizes) else \
+        "a positive int or a pair (k_o, k_i) of positive ints"
+
+
+@dataclass(frozen=True)
+class TrakConfig(Config):
+    """Options of `TrakAttributor`."""
+
+    projection_dim: int | tuple = option(32, "projected size (k_o, k_i) per tracked layer, or one int for both; "
+                                             "clamped to the layer's (O, I)", check=_projection_dim_check)
+    projection: str = option("gaussian", "random projection matrices", choices=tuple(RANDOM_MATRICES))
+    damping: float | str = option(DEFAULT_DAMPING, "damping of the mean empirical Fisher in the projected space: "
+                                                   "absolute, or 'heuristic'", check=damping_check)
+    batch_size: int = option(8, "examples per forward/backward pass", check=at_least(1))
+    seed: int = option(0, "seeds the projections (the same for every model)")
+
+
+class TrakAttributor(Attributor):
     """TRAK scores, averaged over models; see the module docstring for the variant, sign and units.
 
     Args:
         models: one adapter per model, all tracking the same layers: a list of adapters, or a
             `llm_attrib.attributors.checkpoints.Checkpoints` (models or folders, loaded one at a time).
-        projection_dim: ``(k_o, k_i)`` per tracked layer, or an int for both; clamped to the layer's ``(O, I)``.
-        projection: "gaussian", "rademacher" or "orthogonal" (`llm_attrib.projection.RANDOM_MATRICES`).
-        damping: ``λ`` on the mean empirical Fisher ``ΦᵀΦ/N``: absolute, or "heuristic".
-        batch_size: examples per forward/backward pass.
-        seed: seeds the projections (the same for every model, as in the original).
+        config: a `TrakConfig`; keyword ``options`` are its fields and override it.
         cache_dir: save each model's training features there and reload them on a later fit with the same model,
             data and projection; a cache made for something else is refused.
-        progress: show progress bars.
+        progress: show progress.
     """
 
+    kind = "trak"
     name = "trak"
+    config_class = TrakConfig
+    config: TrakConfig
 
-    def __init__(self, models: Sequence[Adapter], *, projection_dim: int | tuple[int, int] = 32,
-                 projection: str = "gaussian", damping: float | str = DEFAULT_DAMPING, batch_size: int = 8,
-                 seed: int = 0, cache_dir: str | Path | None = None, progress: bool = False):
+    def __init__(self, models: Sequence[Adapter], *, config: TrakConfig | None = None,
+                 cache_dir: str | Path | None = None, progress: bool = False, **options: Any):
         if len(models) == 0:
             raise UserInputError("TRAK needs at least one model")
-        resolve_damping(damping, torch.ones(1))
+        self.config = make_config(TrakConfig, config, options)
         self.models = models
-        self.projection_dim = projection_dim
-        self.projection = projection
-        self.damping = damping
-        self.batch_size = batch_size
-        self.seed = seed
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.progress = progress
         self._fitted: list[ModelFeatures] = []
@@ -116,20 +130,26 @@ class TrakAttributor:
         return ("predicted drop of the query's log-probability if the example were removed (first order; empirical "
                 f"Fisher in a random subspace), averaged over {len(self.models)} model(s)")
 
+    @property
+    def is_fitted(self) -> bool:
+        return bool(self._fitted)
+
+    def _projections(self, adapter: Adapter) -> dict[str, KroneckerProjection]:
+        return layer_projections(adapter.layers, self.config.projection_dim, self.config.projection, self.config.seed)
+
     # ----------------------------------------------------------------------------------------- fitting
     def fit(self, train: Sequence[Any]) -> "TrakAttributor":
         """Project every training record's ``∇log p(z)`` on each model (or load them from ``cache_dir``) and solve
         the kernel. Under several processes each projects its contiguous shard and the features are gathered."""
         if len(train) == 0:
             raise UserInputError("the training set is empty")
-        self._train_fingerprint = data_fingerprint([repr(r) for r in train])
-        self._train_ids = record_ids(train)
+        self._remember_train(train)
         self._fitted = []
         for m in range(len(self.models)):
             adapter = self.models[m]
-            projections = layer_projections(adapter.layers, self.projection_dim, self.projection, self.seed)
+            projections = self._projections(adapter)
             features = self._train_features(m, adapter, projections, train)
-            solved, damping = kernel_features(features, self.damping)
+            solved, damping = kernel_features(features, self.config.damping)
             self._fitted.append(ModelFeatures(projections, features, solved.to(features.dtype), damping))
         return self
 
@@ -137,47 +157,57 @@ class TrakAttributor:
                         train: Sequence[Any]) -> torch.Tensor:
         """``Φ [N, k]`` of model ``m``, from ``cache_dir`` when it holds them for this model, data and projection."""
         expect = {"kind": "trak-features", "model": adapter.fingerprint(), "data": self._train_fingerprint,
-                  "n_train": len(train), "projection": self.projection, "projection_dim": self.projection_dim,
-                  "seed": self.seed}
+                  "n_train": len(train), "projection": self.config.projection,
+                  "projection_dim": self.config.projection_dim, "seed": self.config.seed}
         path = self.cache_dir / f"trak-features-model{m:03d}.safetensors" if self.cache_dir is not None else None
         if path is not None and path.exists():
             return load_tensors(path, expect=expect)[0][FEATURES]
-        local = projected_gradients(adapter, projections, shard_batches(train, self.batch_size), measure=False,
-                                    progress=self.progress)
+        local = projected_gradients(adapter, projections, shard_batches(train, self.config.batch_size),
+                                    measure=False, progress=self.progress)
         features = gather_columns(local.T).T.contiguous()
         if path is not None:
             save_tensors(path, {FEATURES: features}, expect)
         return features
 
-    # --------------------------------------------------------------------------------------- scoring
-    def _check_train(self, train: Iterable[Any]) -> None:
-        if not self._fitted:
-            raise UserInputError("call fit(train) before scoring")
-        if data_fingerprint([repr(r) for r in train]) != self._train_fingerprint:
-            raise UserInputError("these training records differ from those given to fit(); TRAK scores only the "
-                                 "records it was fitted on: call fit(train) with them first")
+    # ------------------------------------------------------------------------------------- persistence
+    def _bound_to(self) -> dict[str, Any]:
+        return {"models": [self.models[m].fingerprint() for m in range(len(self.models))]}
 
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {}
+        for m, fitted in enumerate(self._fitted):
+            tensors[f"model{m:03d}/{FEATURES}"] = fitted.features
+            tensors[f"model{m:03d}/kernel_features"] = fitted.kernel_features
+        return tensors, {"dampings": [f.damping for f in self._fitted], **self._train_metadata()}
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        self._restore_train(metadata)
+        self._fitted = [ModelFeatures(self._projections(self.models[m]), tensors[f"model{m:03d}/{FEATURES}"],
+                                      tensors[f"model{m:03d}/kernel_features"], damping)
+                        for m, damping in enumerate(metadata["dampings"])]
+
+    # --------------------------------------------------------------------------------------- scoring
     def score(self, queries: Sequence[Any], train: Iterable[Any]) -> Scores:
         """Scores ``[n_query, n_train]`` (positive = raises the query's log-probability); ``train`` must be the
         records given to `fit` (checked by fingerprint): their features are reused, not recomputed."""
         if len(queries) == 0:
             raise UserInputError("no queries to score")
-        self._check_train(train)
+        self._check_same_train(train)
         values = torch.zeros(len(queries), len(self._train_ids), dtype=torch.float64)
         for m, fitted in enumerate(self._fitted):
             query_features = projected_gradients(self.models[m], fitted.projections,
-                                                 _numbered(queries, self.batch_size), measure=True,
+                                                 _numbered(queries, self.config.batch_size), measure=True,
                                                  progress=self.progress)
             values += (query_features.double() @ fitted.kernel_features.double().T).cpu()
-        metadata = {"damping": self.damping, "damping_values": [f.damping for f in self._fitted],
+        metadata = {"damping": self.config.damping, "damping_values": [f.damping for f in self._fitted],
                     "n_train": len(self._train_ids), "n_models": len(self._fitted),
-                    "projection_dim": self.projection_dim}
+                    "projection_dim": self.config.projection_dim}
         return Scores(values / len(self._fitted), record_ids(queries), list(self._train_ids), method=self.name,
                       units=self.units, metadata=metadata)
 
     def self_influence(self, train: Sequence[Any]) -> torch.Tensor:
         """``[n_train]``: ``mean_m φ_m(z)ᵀ (Φ_mᵀΦ_m + NλI)⁻¹ φ_m(z)`` of the fitted records (``train`` must be them)."""
-        self._check_train(train)
+        self._check_same_train(train)
         return sum((f.features.double() * f.kernel_features.double()).sum(dim=1).cpu()
                    for f in self._fitted) / len(self._fitted)
 
