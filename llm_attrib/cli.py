@@ -51,7 +51,7 @@ def quiet_libraries() -> None:
     import transformers
 
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its load errors are raised, reworded, anyway
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
 

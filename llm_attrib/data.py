@@ -12,10 +12,11 @@ the scored quantity is ``Σ_{t: labels[t] != -100} log Pr(input_ids[t] | input_i
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -86,13 +87,34 @@ def record_text(record: Mapping[str, Any], columns: Columns = Columns(), separat
     )
 
 
-def record_ids(records: Sequence[Any], id_key: str | None = "id") -> list[Any]:
-    """Each record's ``id_key`` field where records are mappings that have it, else its index."""
+def record_ids(records: Sequence[Any], id_key: str | None = "id", start: int = 0) -> list[Any]:
+    """Each record's ``id_key`` field where records are mappings that have it, else its index (counted from
+    ``start``, the first record's index in the whole data set)."""
     ids = []
     for index in range(len(records)):
         record = records[index]
-        ids.append(record[id_key] if id_key and isinstance(record, Mapping) and id_key in record else index)
+        ids.append(record[id_key] if id_key and isinstance(record, Mapping) and id_key in record else start + index)
     return ids
+
+
+def table_records(table: Iterable[Mapping[str, Any]], id_column: str | None = None,
+                  where: str = "data") -> list[dict[str, Any]]:
+    """Rows as dicts with an ``id``: the ``id_column`` value, else the row number. An id used twice is refused."""
+    records = [{**row, "id": row[id_column] if id_column else index} for index, row in enumerate(table)]
+    if id_column:
+        check_unique_ids([record["id"] for record in records], f"{where}: column '{id_column}'")
+    return records
+
+
+def check_unique_ids(ids: Sequence[Any], where: str) -> None:
+    """Refuse an id given to two records, naming it and both records (counted from 0)."""
+    first: dict[Any, int] = {}
+    for index, id_ in enumerate(ids):
+        key = id_ if isinstance(id_, Hashable) else repr(id_)
+        if key in first:
+            raise UserInputError(f"{where}: id {id_!r} is given to records {first[key]} and {index} (counting from 0); "
+                                 "give each record its own id")
+        first[key] = index
 
 
 def _token_ids(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]:
@@ -128,7 +150,9 @@ def encode_pair(
     prompt); completion tokens (plus EOS if ``append_eos``) are the only ones scored.
     """
     if not isinstance(completion, str) or not completion.strip():
-        raise UserInputError(f"{where}: the completion is empty; give a non-empty completion (or omit it to generate one)")
+        raise UserInputError(
+            f"{where}: the completion is empty; give a non-empty completion (or omit it to generate one)"
+        )
     if not isinstance(prompt, str):
         raise UserInputError(f"{where}: the prompt must be a string, got {type(prompt).__name__}")
     prompt_ids = prompt_token_ids(tokenizer, prompt, chat_template)
@@ -143,7 +167,8 @@ def encode_pair(
     total = len(prompt_ids) + len(completion_ids)
     if len(prompt_ids) >= max_length:
         raise UserInputError(
-            f"{where}: the prompt has {len(prompt_ids)} tokens but the model's context is {max_length}; shorten the prompt"
+            f"{where}: the prompt has {len(prompt_ids)} tokens but the model's context is {max_length}; "
+            "shorten the prompt"
         )
     if total > max_length:
         raise UserInputError(
@@ -240,7 +265,8 @@ def chunk_documents(texts: Iterable[str], tokenizer: Any, chunk_tokens: int) -> 
 def load_records(path: str | os.PathLike, *, split: str = "train", required: Sequence[str] = ()) -> Any:
     """Load a local file or folder as a `datasets.Dataset`: json/jsonl/csv/parquet/text, or a saved Dataset.
 
-    ``required`` columns are checked, with a one-line error naming the ones present.
+    One-line errors name what to fix: a missing path, an unknown file type, an empty file (or a header without
+    rows), a malformed JSON line (with its line number), ``required`` columns that are missing.
     """
     import datasets
 
@@ -257,9 +283,51 @@ def load_records(path: str | os.PathLike, *, split: str = "train", required: Seq
         builder = DATA_BUILDERS.get(files[0].suffix)
         if builder is None:
             raise UserInputError(f"{path}: unknown file type '{files[0].suffix}'; use one of {sorted(DATA_BUILDERS)}")
+        if builder in ("json", "csv", "text") and not any(_has_rows(f, header=builder == "csv") for f in files):
+            empty = "empty but for a header" if builder == "csv" else "empty"
+            raise UserInputError(f"{path}: no records (the file is {empty}); give a file with at least one record")
         kwargs = {"delimiter": "\t"} if files[0].suffix == ".tsv" else {}
-        dataset = datasets.load_dataset(builder, data_files=[str(f) for f in files], split=split, **kwargs)
+        try:
+            dataset = datasets.load_dataset(builder, data_files=[str(f) for f in files], split=split, **kwargs)
+        except Exception as error:  # the loader's own message, on one line, or the malformed JSON line
+            if builder == "json":
+                for file in files:
+                    _check_json(file)
+            message = " ".join(str(error.__cause__ or error).split()) or type(error).__name__
+            raise UserInputError(f"{path}: cannot read it as {builder}: {message}") from error
+    if len(dataset) == 0:
+        raise UserInputError(f"{path}: no records in split {split!r}; give data with at least one record")
     missing = [c for c in required if c not in dataset.column_names]
     if missing:
         raise UserInputError(f"{path}: missing column(s) {missing}; columns present: {dataset.column_names}")
     return dataset
+
+
+def _has_rows(path: Path, header: bool) -> bool:
+    """Whether a text file has a non-blank line (two with a ``header``), reading no further than that."""
+    needed = 2 if header else 1
+    with open(path, encoding="utf-8", errors="replace") as file:
+        for line in file:
+            needed -= bool(line.strip())
+            if needed == 0:
+                return True
+    return False
+
+
+def _check_json(path: Path) -> None:
+    """Raise a one-line error at the first line of ``path`` that is not JSON (one document, or one per line)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        json.loads(text)
+        return  # one valid JSON document: the problem is elsewhere
+    except json.JSONDecodeError as error:
+        if text.lstrip()[:1] == "[":
+            raise UserInputError(f"{path}: line {error.lineno}, column {error.colno}: not valid JSON ({error.msg}); "
+                                  "fix that line") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UserInputError(f"{path}: line {number}, column {error.colno}: not valid JSON ({error.msg}); "
+                                     "fix or remove that line (JSON Lines: one object per line)") from None

@@ -12,7 +12,7 @@ from llm_attrib.adapters.causal_lm import CausalLMAdapter
 from llm_attrib.attributors.influence import DEFAULT_DAMPING, InfluenceAttributor
 from llm_attrib.curvature import CURVATURES
 from llm_attrib.curvature.base import FISHER_TARGETS
-from llm_attrib.data import Columns, load_records
+from llm_attrib.data import Columns, load_records, table_records
 from llm_attrib.distributed import is_main_process, local_device, main_process_first
 from llm_attrib.errors import UserInputError
 from llm_attrib.prefilter import PREFILTERS, Prefilter
@@ -79,7 +79,7 @@ def columns_from(args: argparse.Namespace) -> Columns:
 
 
 def load_train(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The training records as dicts, with an ``id`` taken from ``--id-column`` or the row number."""
+    """The training records as dicts, with an ``id`` taken from ``--id-column`` (each used once) or the row number."""
     columns = columns_from(args)
     dataset = load_records(args.train)
     present = set(dataset.column_names)
@@ -91,12 +91,7 @@ def load_train(args: argparse.Namespace) -> list[dict[str, Any]]:
             f"{args.train}: no column '{columns.text}' and no pair '{columns.prompt}'/'{columns.completion}' "
             f"(columns present: {sorted(present)}); pass --text-column or --prompt-column/--completion-column"
         )
-    records = []
-    for index, row in enumerate(dataset):
-        record = dict(row)
-        record["id"] = row[columns.id] if columns.id else index
-        records.append(record)
-    return records
+    return table_records(dataset, columns.id, args.train)
 
 
 def make_adapter(args: argparse.Namespace) -> CausalLMAdapter:

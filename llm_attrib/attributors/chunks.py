@@ -19,7 +19,7 @@ import torch
 from llm_attrib.data import record_ids
 from llm_attrib.distributed import gather_columns, gather_objects
 from llm_attrib.scores import Scores
-from llm_attrib.store import data_fingerprint, load_tensors, save_tensors
+from llm_attrib.store import data_fingerprint, load_tensors, remove_stale_temps, save_tensors
 
 SQUARED_NORM = "squared_norm"
 MODULE_PREFIX = "module/"
@@ -34,28 +34,25 @@ class ChunkScores:
     tokens: list[list[torch.Tensor]] | None = None
 
 
-def chunk_ids(records: Sequence[Any], start: int) -> list[Any]:
-    """Each record's ``id`` where it is a mapping that has one, else its global index."""
-    return [r["id"] if isinstance(r, Mapping) and "id" in r else start + i for i, r in enumerate(records)]
-
-
 class ChunkStore:
     """Finished chunks on disk: ``part{p}-rows{start}-{stop}.safetensors`` under ``folder``.
 
     Each file's metadata holds ``metadata`` (model, queries, factors, damping, rank, dtype, batch size, layer
-    partitions…) plus the fingerprint of its own training records; a file made for anything else is refused
-    with `CacheMismatchError` rather than reused.
+    partitions…) plus the fingerprint of its own training records (their exact contents); a file made for anything
+    else, or whose bytes changed, is refused with `CacheMismatchError` rather than reused. Opening the store removes
+    the temporary files that a killed run left in ``folder`` (a live process's are kept).
     """
 
     def __init__(self, folder: str | Path, metadata: Mapping[str, Any]):
         self.folder = Path(folder)
         self.metadata = dict(metadata)
+        remove_stale_temps(self.folder)
 
     def _path(self, part: int, start: int, n: int) -> Path:
         return self.folder / f"part{part:02d}-rows{start:09d}-{start + n:09d}.safetensors"
 
     def _expect(self, records: Sequence[Any]) -> dict[str, Any]:
-        return {**self.metadata, "data": data_fingerprint([repr(r) for r in records])}
+        return {**self.metadata, "data": data_fingerprint(list(records))}
 
     def load(self, part: int, start: int, records: Sequence[Any]) -> ChunkScores | None:
         """The stored chunk, or None if it was not finished."""
@@ -95,7 +92,7 @@ class ScoreColumns:
         previous = self._chunks.get(start)
         if previous is None:
             self._chunks[start] = kept
-            self._ids[start] = chunk_ids(records, start)
+            self._ids[start] = record_ids(records, start=start)
             return
         for name, block in kept.blocks.items():
             previous.blocks[name] = previous.blocks[name] + block if name in previous.blocks else block
