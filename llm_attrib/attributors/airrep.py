@@ -34,13 +34,17 @@ millions.
 
 from __future__ import annotations
 
+import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence
 
 import torch
 from torch import nn
 
+from llm_attrib.attributors.base import Attributor, make_config
+from llm_attrib.config import Config, at_least, in_open_interval, option
 from llm_attrib.data import Columns, batched, collate, record_ids
 from llm_attrib.demo.training import encode_records, model_context
 from llm_attrib.errors import UserInputError
@@ -48,7 +52,7 @@ from llm_attrib.evaluation.counterfactual import Measure, Retrain
 from llm_attrib.evaluation.lds import lds_ground_truth
 from llm_attrib.evaluation.retrain import LogLikelihoodMeasure
 from llm_attrib.scores import Scores
-from llm_attrib.store import data_fingerprint, load_tensors, model_fingerprint, save_tensors
+from llm_attrib.store import load_tensors, model_fingerprint, save_tensors
 
 MAX_TARGET = 10.0
 """Standardised targets are clipped to ± this (one outlying subset must not dominate the pairs)."""
@@ -186,55 +190,66 @@ def split_queries(n: int, query_fraction: float, seed: int) -> tuple[list[int], 
 
 
 # ------------------------------------------------------------------------------------------- the attributor
-class AirRepAttributor:
+@dataclass(frozen=True)
+class AirRepConfig(Config):
+    """Options of `AirRepAttributor`. The training defaults (epochs, lr, weight_decay) were chosen by LDS on
+    held-out *training* queries of the role-play benchmark (half trained on, half validated), never on the
+    evaluation queries."""
+
+    n_subsets: int = option(64, "subsets of the pool, one retraining each", check=at_least(2))
+    alpha: float = option(0.5, "fraction of the pool in each subset", check=in_open_interval(0.0, 1.0))
+    query_fraction: float = option(0.25, "fraction of the training records held out as training queries",
+                                   check=in_open_interval(0.0, 1.0))
+    dim: int = option(64, "embedding dimension of the trained projection", check=at_least(1))
+    temperature: float = option(1.0, "tau of the attention pooling", check=in_open_interval(0.0, math.inf))
+    max_weight: float = option(MAX_TARGET, "clip of the pair weights t_i - t_j", check=in_open_interval(0.0, math.inf))
+    epochs: int = option(300, "full-batch AdamW steps on the projection", check=at_least(1))
+    lr: float = option(3e-3, "AdamW learning rate", check=in_open_interval(0.0, math.inf))
+    weight_decay: float = option(0.1, "AdamW weight decay", check=at_least(0.0))
+    batch_size: int = option(32, "records per feature forward pass (scores do not depend on it)", check=at_least(1))
+    padding_side: str = option("right", "padding side of the feature passes (scores do not depend on it)",
+                               choices=("left", "right"))
+    seed: int = option(0, "the split, the subsets, the retraining seeds and the projection's initialisation")
+
+    def training_options(self) -> dict[str, Any]:
+        """The options that change the trained encoder (the cache key of its outcomes and weights)."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("batch_size", "padding_side")}
+
+
+class AirRepAttributor(Attributor):
     """AirRep scores; see the module docstring for the pipeline, the variant, the sign and the units.
 
     Args:
         model: the causal LM to explain (frozen; its hidden states are the encoder's features).
         tokenizer: its tokenizer.
-        retrain: ``retrain(records, seed) -> model``, a model trained like ``model`` on exactly ``records``.
+        retrain: ``retrain(records, seed) -> model``, a model trained like ``model`` on exactly ``records``; needed
+            by `fit` only (not to score with an encoder loaded by `from_pretrained`).
+        config: an `AirRepConfig`; keyword ``options`` are its fields and override it.
         retrain_settings: what changes a retrained model (config, epochs, lr…): the cache key of the outcomes.
         measure: ``measure(model, records) -> [n]`` (default: log Pr(completion | prompt), `LogLikelihoodMeasure`).
-        n_subsets: subsets of the pool, one retraining each.
-        alpha: fraction of the pool in each subset.
-        query_fraction: fraction of the training records held out as training queries.
-        dim: embedding dimension of the trained projection.
-        temperature: ``τ`` of the attention pooling.
-        max_weight: clip of the pair weights ``t_i − t_j``.
-        epochs, lr, weight_decay: full-batch AdamW on the projection. The defaults were chosen by LDS on held-out
-            *training* queries of the role-play benchmark (half of them trained on, half validated), never on the
-            evaluation queries.
-        batch_size, padding_side: of the feature forward passes (scores do not depend on them).
-        seed: the split, the subsets, the retraining seeds and the projection's initialisation.
         cache_dir: subset outcomes (``airrep-trials/``, resumable) and the trained encoder
             (``airrep-encoder.safetensors``), reused on a later fit with the same model, data and arguments and
             refused (`CacheMismatchError`) when made for others.
+        columns: the records' column names.
     """
 
+    kind = "airrep"
     name = "airrep"
+    config_class = AirRepConfig
+    config: AirRepConfig
     units = ("learned similarity e(q)ᵀe(z) of an encoder trained to rank subsets by measured log-probability "
              "(positive = raises the query's log-probability; arbitrary scale, not log-probability units)")
 
-    def __init__(self, model: nn.Module, tokenizer: Any, retrain: Retrain, *,
-                 retrain_settings: Mapping[str, Any] | None = None, measure: Measure | None = None,
-                 n_subsets: int = 64, alpha: float = 0.5, query_fraction: float = 0.25, dim: int = 64,
-                 temperature: float = 1.0, max_weight: float = MAX_TARGET, epochs: int = 300, lr: float = 3e-3,
-                 weight_decay: float = 0.1, batch_size: int = 32, padding_side: str = "right", seed: int = 0,
-                 cache_dir: str | Path | None = None, columns: Columns = Columns()):
-        if n_subsets < 2:
-            raise UserInputError(f"n_subsets must be at least 2 (pairs of subsets are ranked), not {n_subsets}")
-        if dim < 1 or epochs < 1 or not temperature > 0 or not max_weight > 0:
-            raise UserInputError("dim and epochs must be at least 1, temperature and max_weight positive")
+    def __init__(self, model: nn.Module, tokenizer: Any, retrain: Retrain | None = None, *,
+                 config: AirRepConfig | None = None, retrain_settings: Mapping[str, Any] | None = None,
+                 measure: Measure | None = None, cache_dir: str | Path | None = None, columns: Columns = Columns(),
+                 **options: Any):
+        self.config = make_config(AirRepConfig, config, options)
         self.model = model
         self.tokenizer = tokenizer
         self.retrain = retrain
         self.retrain_settings = dict(retrain_settings or {})
         self.measure = measure if measure is not None else LogLikelihoodMeasure(tokenizer)
-        self.options = {"n_subsets": n_subsets, "alpha": alpha, "query_fraction": query_fraction, "dim": dim,
-                        "temperature": temperature, "max_weight": max_weight, "epochs": epochs, "lr": lr,
-                        "weight_decay": weight_decay, "seed": seed}
-        self.batch_size = batch_size
-        self.padding_side = padding_side
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.columns = columns
         self.head: ProjectionHead | None = None
@@ -244,9 +259,27 @@ class AirRepAttributor:
         self._train_fingerprint: str | None = None
         self._train_ids: list[Any] = []
 
+    @property
+    def is_fitted(self) -> bool:
+        return self.head is not None
+
+    def _bound_to(self) -> dict[str, Any]:
+        return {"model": model_fingerprint(self.model), "columns": repr(self.columns)}
+
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {f"head/{name}": t for name, t in self.head.state_dict().items()}
+        return {**tensors, "train_embeddings": self._train_embeddings}, {
+            "retrain_seconds": self.retrain_seconds, **self._train_metadata()}
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        self.head = ProjectionHead(tensors["head/mean"], tensors["head/scale"], tensors["head/weight"]).eval()
+        self._train_embeddings = tensors["train_embeddings"]
+        self.retrain_seconds = float(metadata["retrain_seconds"])
+        self._restore_train(metadata)
+
     def _features(self, records: Sequence[Mapping[str, Any]]) -> torch.Tensor:
-        return hidden_state_features(self.model, self.tokenizer, records, batch_size=self.batch_size,
-                                     padding_side=self.padding_side, columns=self.columns)
+        return hidden_state_features(self.model, self.tokenizer, records, batch_size=self.config.batch_size,
+                                     padding_side=self.config.padding_side, columns=self.columns)
 
     # ----------------------------------------------------------------------------------------- fitting
     def fit(self, train: Sequence[Mapping[str, Any]]) -> "AirRepAttributor":
@@ -254,11 +287,13 @@ class AirRepAttributor:
         and embed the training records. Leaves the global RNG as it found it."""
         if len(train) == 0:
             raise UserInputError("the training set is empty")
-        self._train_fingerprint = data_fingerprint([repr(r) for r in train])
-        self._train_ids = record_ids(train)
+        if self.retrain is None:
+            raise UserInputError("AirRep learns from models retrained on subsets of the training data: pass "
+                                 "retrain=(records, seed) -> model to fit it, or load a fitted one with from_pretrained")
+        self._remember_train(train)
         features = self._features(train)
         expect = {"kind": "airrep-encoder", "model": model_fingerprint(self.model), "data": self._train_fingerprint,
-                  "retrain": self.retrain_settings, **self.options}
+                  "retrain": self.retrain_settings, **self.config.training_options()}
         path = None if self.cache_dir is None else self.cache_dir / "airrep-encoder.safetensors"
         with torch.random.fork_rng(devices=[]):
             if path is not None and path.exists():
@@ -273,7 +308,7 @@ class AirRepAttributor:
         return self
 
     def _train(self, train: Sequence[Mapping[str, Any]], features: torch.Tensor) -> ProjectionHead:
-        options = self.options
+        options = self.config.training_options()
         queries, pool = split_queries(len(train), options["query_fraction"], options["seed"])
         start = time.perf_counter()
         truth = lds_ground_truth(
@@ -291,8 +326,7 @@ class AirRepAttributor:
     # --------------------------------------------------------------------------------------- scoring
     def embed(self, records: Sequence[Mapping[str, Any]]) -> torch.Tensor:
         """``[n, dim]`` float64 embeddings ``e(x)`` of ``records`` (needs `fit`)."""
-        if self.head is None:
-            raise UserInputError("call fit(train) before scoring")
+        self._check_fitted()
         with torch.no_grad():
             return self.head(self._features(records))
 
@@ -301,11 +335,7 @@ class AirRepAttributor:
         scale); ``train`` must be the records given to `fit` (checked by fingerprint): their embeddings are reused."""
         if len(queries) == 0:
             raise UserInputError("no queries to score")
-        if self.head is None:
-            raise UserInputError("call fit(train) before scoring")
-        if data_fingerprint([repr(r) for r in train]) != self._train_fingerprint:
-            raise UserInputError("these training records differ from those given to fit(); AirRep scores only the "
-                                 "records it was fitted on: call fit(train) with them first")
+        self._check_same_train(train)
         return Scores(values=self.embed(queries) @ self._train_embeddings.T, query_ids=record_ids(queries),
                       train_ids=list(self._train_ids), method=self.name, units=self.units,
-                      metadata={**self.options, "retrain_seconds": self.retrain_seconds})
+                      metadata={**self.config.training_options(), "retrain_seconds": self.retrain_seconds})
