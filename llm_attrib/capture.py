@@ -62,7 +62,11 @@ def is_trackable(module: nn.Module) -> bool:
 
 def find_layers(model: nn.Module, patterns: Sequence[str], exclude: Sequence[str] = ()) -> list[TrackedLayer]:
     """Trackable layers whose qualified name matches any regex in ``patterns`` and none in ``exclude``."""
-    compiled = [re.compile(p) for p in patterns]
+    try:
+        compiled = [re.compile(p) for p in patterns]
+    except re.error as error:
+        raise UserInputError(f"modules: {error.pattern!r} is not a valid regular expression ({error}); give a "
+                             "preset (mlp, attention, all) or a regex matched against layer names") from None
     excluded = [re.compile(p) for p in exclude]
     layers = [
         TrackedLayer(name, module)

@@ -186,7 +186,7 @@ def test_interrupted_build_leaves_nothing(monkeypatch, tmp_path):
 def test_cached_build_reloads_identically_and_rebuilds_on_a_new_recipe(tmp_path):
     built = load_default(tmp_path, recipe=TINY_RECIPE)
     assert [p.name for p in tmp_path.iterdir()] == [built.path.name]
-    assert built.path.name.startswith("demo-v1-") and not built.model.training
+    assert built.path.name.startswith("demo-v2-") and not built.model.training
     reloaded = load_default(tmp_path, recipe=TINY_RECIPE)
     assert reloaded.info == built.info and reloaded.corpus.documents == built.corpus.documents
     batch = collate([encode_record(built.tokenizer, q, max_length=64) for q in built.corpus.queries[:4]],

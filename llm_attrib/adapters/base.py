@@ -66,9 +66,16 @@ class Adapter(ABC):
         for chunk in batched(examples, batch_size):
             yield self.collate(chunk)
 
+    def settings(self) -> dict[str, Any]:
+        """What besides the weights and tracked layers changes a result (how records are read and tokenised, EOS,
+        the measurement), as JSON values; part of `fingerprint`. Adapters with such options extend it."""
+        return {}
+
     def fingerprint(self) -> str:
-        """Hash of the model's weights and the tracked layers: a cache made for another model is refused."""
-        return f"{model_fingerprint(self.model)}-{data_fingerprint([layer.name for layer in self.layers])[:8]}"
+        """Hash of the model's weights (exact bytes), the tracked layers and `settings`: a cache made for another
+        model, other layers or another measurement is refused."""
+        described = {"layers": [layer.name for layer in self.layers], "settings": self.settings()}
+        return f"{model_fingerprint(self.model)}-{data_fingerprint(described)[:8]}"
 
 
 def upcast(tensor: torch.Tensor) -> torch.Tensor:

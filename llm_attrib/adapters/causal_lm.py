@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -109,14 +110,17 @@ class CausalLMAdapter(Adapter):
         dtype_key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
         load = {dtype_key: dtype} if dtype is not None else {}
         if (path / "adapter_config.json").exists():
-            from peft import AutoPeftModelForCausalLM
-
-            model = AutoPeftModelForCausalLM.from_pretrained(str(path), **load)
+            model = _load_peft(path, load)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(path), **load)
         return cls(model, AutoTokenizer.from_pretrained(str(path)), **kwargs)
 
-    def encode(self, records: Sequence[Mapping[str, Any]], first_index: int = 0) -> list[Encoded]:
+    def settings(self) -> dict[str, Any]:
+        return {"columns": dataclasses.asdict(self.columns), "max_length": self.max_length,
+                "chat_template": self.chat_template, "append_eos": self.append_eos}
+
+    def encode(self, records: Sequence[Mapping[str, Any]], first_index: int = 0, name: str = "record") -> list[Encoded]:
+        """Errors name a record as ``{name} {index}`` (``record 0``, or ``query 1`` for `trace`'s queries)."""
         return [
             encode_record(
                 self.tokenizer,
@@ -125,7 +129,7 @@ class CausalLMAdapter(Adapter):
                 max_length=self.max_length,
                 chat_template=self.chat_template,
                 append_eos=self.append_eos,
-                where=f"record {index}",
+                where=f"{name} {index}",
             )
             for index, record in enumerate(records, start=first_index)
         ]
@@ -159,6 +163,26 @@ class CausalLMAdapter(Adapter):
 
     def token_mask(self, batch: Batch) -> torch.Tensor:
         return batch.attention_mask.bool()
+
+
+def _load_peft(path: Path, load: Mapping[str, Any]) -> nn.Module:
+    """A peft adapter folder with its base model; a base that is neither a local folder nor loadable (a relative
+    path, a hub id offline) is one line naming ``base_model_name_or_path``."""
+    import json
+
+    from peft import AutoPeftModelForCausalLM
+
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    try:
+        return AutoPeftModelForCausalLM.from_pretrained(str(path), **load)
+    except OSError as error:
+        if base and Path(base).is_dir():
+            raise
+        reason = " ".join(str(error).split())
+        raise UserInputError(
+            f"{path}/adapter_config.json: base_model_name_or_path {base!r} is not a local folder and could not be "
+            f"loaded ({reason[:200]}); set it to the path of the base model folder"
+        ) from None
 
 
 def _gather_scored(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

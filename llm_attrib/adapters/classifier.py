@@ -42,6 +42,9 @@ class ClassifierAdapter(Adapter):
         self.layers = find_layers(model, modules)
         self.measurement = MEASUREMENTS[measurement]
 
+    def settings(self) -> dict[str, Any]:
+        return {"measurement": next(name for name, f in MEASUREMENTS.items() if f is self.measurement)}
+
     def encode(self, records: Sequence[Any], first_index: int = 0) -> list[tuple[torch.Tensor, int]]:
         dtype = next(self.model.parameters()).dtype
         encoded = []

@@ -37,7 +37,7 @@ from llm_attrib.curvature.base import DEFAULT_DAMPING, FISHER_TARGETS, working_p
 from llm_attrib.distributed import barrier, broadcast_from_main, gather_columns, is_main_process, shard_batches
 from llm_attrib.errors import UserInputError
 from llm_attrib.scores import Scores
-from llm_attrib.store import data_fingerprint, load_tensors, save_tensors
+from llm_attrib.store import data_fingerprint, load_tensors, save_tensors, tensors_fingerprint
 
 NORMALIZATIONS = (None, "cosine", "relative")
 
@@ -190,14 +190,14 @@ class InfluenceAttributor(Attributor):
         expect = {
             "kind": self.curvature.kind,
             "model": self.adapter.fingerprint(),
-            "data": data_fingerprint([getattr(e, "input_ids", None) or repr(e) for e in examples]),
+            "data": data_fingerprint(examples),  # token ids and labels: which tokens are scored counts
             "n_train": len(train),
             "max_examples": self.config.max_examples,
             "seed": self.config.seed,
             "fisher": self.config.fisher,
         }
         self._factor_files = {}
-        summaries: list[str] = []
+        factors: list[str] = []  # each layer group's fingerprint (exact bytes)
         for part, layers in enumerate(self.partitions()):
             path = self._factor_path(part)
             if path is not None and broadcast_from_main(path.exists()):  # every rank takes rank 0's branch
@@ -212,11 +212,11 @@ class InfluenceAttributor(Attributor):
                         save_tensors(path, self.curvature.layer_state(layers), {
                             **expect, **self.curvature.metadata(), "layers": [layer.name for layer in layers]})
                     barrier()  # the file exists before any rank reloads this group from it
-            summaries += _summaries(self.curvature.layer_state(layers))
+            factors.append(tensors_fingerprint(self.curvature.layer_state(layers)))
             if path is not None and self.config.layer_partitions > 1:
                 self._factor_files[part] = path
                 self._release(layers)
-        self._fitted_factors = data_fingerprint(sorted(summaries))
+        self._fitted_factors = factors[0] if len(factors) == 1 else data_fingerprint(factors)
         return self
 
     def _factor_path(self, part: int) -> Path | None:
@@ -391,10 +391,10 @@ class InfluenceAttributor(Attributor):
             "kind": "influence-scores",
             "method": self.name,
             "model": self.adapter.fingerprint(),
-            "queries": data_fingerprint([repr(q) for q in queries]),
+            "queries": data_fingerprint(self.adapter.encode(queries)),  # token ids and labels
             "damping": self.curvature.damping,
             "n_train": self.curvature.n_train,
-            "factors": self._fitted_factors or data_fingerprint(sorted(_summaries(self.curvature.state))),
+            "factors": self._fitted_factors or tensors_fingerprint(self.curvature.state),
             "query_rank": rank,
             "dtype": str(self.config.torch_dtype),
             "batch_size": self.config.batch_size,
@@ -429,11 +429,6 @@ class InfluenceAttributor(Attributor):
         if self.curvature.kind == "identity":
             return "gradient inner product (positive = raises the query's log-probability)"
         return "predicted drop of the query's log-probability if the example were removed (first order)"
-
-
-def _summaries(state: Mapping[str, torch.Tensor]) -> list[str]:
-    """``"key:sum"`` per factor tensor, for a fingerprint of fitted factors."""
-    return [f"{key}:{float(value.double().sum())}" for key, value in state.items()]
 
 
 def _squared_norms(grads: Grads) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The embedded default: a tiny GPT-2 trained on the synthetic-fact corpus, built once and cached.
 
-The cache folder is ``<root>/demo-v1-<recipe hash>`` with ``<root>`` = ``$LLM_ATTRIB_CACHE``, else
+The cache folder is ``<root>/demo-v2-<recipe hash>`` with ``<root>`` = ``$LLM_ATTRIB_CACHE``, else
 ``$XDG_CACHE_HOME/llm_attrib``, else ``~/.cache/llm_attrib``. A build happens in a hidden temporary folder that
 is renamed into place only when complete, so an interrupted build never leaves a half-written cache; a changed
 recipe has another hash and is built afresh.
@@ -28,7 +28,7 @@ from llm_attrib.demo.training import greedy_correct, train_causal_lm
 from llm_attrib.errors import CacheMismatchError
 from llm_attrib.store import data_fingerprint, model_fingerprint
 
-CACHE_NAME = "demo-v1"
+CACHE_NAME = "demo-v2"  # v2: build records hold exact-byte fingerprints (v1 summed floats)
 CORPUS_FILE = "corpus.json"
 BUILD_FILE = "build.json"
 
@@ -135,7 +135,8 @@ def _build_into_place(recipe: DemoRecipe, path: Path, progress: bool) -> None:
 
 
 def load(path: Path) -> DemoBundle:
-    """Load a built demo folder with `from_pretrained`; refuse one whose weights differ from its build record."""
+    """Load a built demo folder with `from_pretrained`; refuse one whose weights differ from its build record (an
+    exact-byte fingerprint: the same under any thread count)."""
     info = json.loads((path / BUILD_FILE).read_text())
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     if model_fingerprint(model) != info["model_fingerprint"]:
