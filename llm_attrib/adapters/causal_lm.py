@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 from pathlib import Path
@@ -168,8 +169,6 @@ class CausalLMAdapter(Adapter):
 def _load_peft(path: Path, load: Mapping[str, Any]) -> nn.Module:
     """A peft adapter folder with its base model; a base that is neither a local folder nor loadable (a relative
     path, a hub id offline) is one line naming ``base_model_name_or_path``."""
-    import json
-
     from peft import AutoPeftModelForCausalLM
 
     base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
@@ -178,10 +177,10 @@ def _load_peft(path: Path, load: Mapping[str, Any]) -> nn.Module:
     except OSError as error:
         if base and Path(base).is_dir():
             raise
-        reason = " ".join(str(error).split())
+        reason = " ".join(str(error).split()).split(". ")[0]
         raise UserInputError(
             f"{path}/adapter_config.json: base_model_name_or_path {base!r} is not a local folder and could not be "
-            f"loaded ({reason[:200]}); set it to the path of the base model folder"
+            f"loaded ({reason}); set it to the path of a local base model folder"
         ) from None
 
 

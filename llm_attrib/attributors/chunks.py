@@ -19,7 +19,7 @@ import torch
 from llm_attrib.data import record_ids
 from llm_attrib.distributed import gather_columns, gather_objects
 from llm_attrib.scores import Scores
-from llm_attrib.store import data_fingerprint, load_tensors, save_tensors
+from llm_attrib.store import data_fingerprint, load_tensors, remove_stale_temps, save_tensors
 
 SQUARED_NORM = "squared_norm"
 MODULE_PREFIX = "module/"
@@ -38,19 +38,21 @@ class ChunkStore:
     """Finished chunks on disk: ``part{p}-rows{start}-{stop}.safetensors`` under ``folder``.
 
     Each file's metadata holds ``metadata`` (model, queries, factors, damping, rank, dtype, batch size, layer
-    partitions…) plus the fingerprint of its own training records; a file made for anything else is refused
-    with `CacheMismatchError` rather than reused.
+    partitions…) plus the fingerprint of its own training records (their exact contents); a file made for anything
+    else, or whose bytes changed, is refused with `CacheMismatchError` rather than reused. Opening the store removes
+    the temporary files that a killed run left in ``folder`` (a live process's are kept).
     """
 
     def __init__(self, folder: str | Path, metadata: Mapping[str, Any]):
         self.folder = Path(folder)
         self.metadata = dict(metadata)
+        remove_stale_temps(self.folder)
 
     def _path(self, part: int, start: int, n: int) -> Path:
         return self.folder / f"part{part:02d}-rows{start:09d}-{start + n:09d}.safetensors"
 
     def _expect(self, records: Sequence[Any]) -> dict[str, Any]:
-        return {**self.metadata, "data": data_fingerprint([repr(r) for r in records])}
+        return {**self.metadata, "data": data_fingerprint(list(records))}
 
     def load(self, part: int, start: int, records: Sequence[Any]) -> ChunkScores | None:
         """The stored chunk, or None if it was not finished."""
