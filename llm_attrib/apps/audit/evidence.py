@@ -1,0 +1,75 @@
+"""The audit's evidence for a work: its top records, the output positions carrying its influence, verbatim overlap.
+
+Scores are influence scores: **positive = the records raise the output's log Pr(completion | prompt).**
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from llm_attrib.apps.trace import TracedRecord, TraceReport, top_records
+from llm_attrib.attributors.influence import InfluenceAttributor
+from llm_attrib.data import IGNORE_INDEX, record_text
+from llm_attrib.overlap import Overlap, longest_common_span
+from llm_attrib.scores import Scores
+
+EXCERPT_CHARS = 300
+
+
+@dataclass
+class OutputToken:
+    """One position of the output (prompt + completion tokens) and the work's summed influence through it."""
+
+    position: int
+    token: str
+    in_completion: bool
+    score: float
+
+
+def verbatim_overlap(attributor: InfluenceAttributor, train: Sequence[Any], rows: Sequence[int], scores: Scores,
+                     completion: str) -> tuple[Overlap, Any]:
+    """The longest run of ``completion`` words found verbatim in a record ``train[rows]`` and that record's id
+    (``None`` when no word is shared)."""
+    overlap = longest_common_span(completion, [_text(attributor, train[i]) for i in rows])
+    return overlap, None if overlap.source is None else scores.train_ids[rows[overlap.source]]
+
+
+def work_top_records(attributor: InfluenceAttributor, train: Sequence[Any], rows: Sequence[int], scores: Scores,
+                     output: int, top_k: int, tokens_per_record: int) -> list[TracedRecord]:
+    """The ``top_k`` records ``train[rows]`` with the highest scores for ``output``, texts cut to `EXCERPT_CHARS`
+    (the id finds the whole record)."""
+    records = top_records(attributor.adapter, [train[i] for i in rows], scores.select_train(rows), output, top_k,
+                          tokens_per_record)
+    for record in records:
+        if len(record.text) > EXCERPT_CHARS:
+            record.text = record.text[: EXCERPT_CHARS - 3] + "..."
+    return records
+
+
+def output_positions(attributor: InfluenceAttributor, records: Sequence[Any], report: TraceReport, top: int,
+                  block: int = 32) -> tuple[float, list[OutputToken]]:
+    """The work's summed influence through each position of the output, and the ``top`` positions.
+
+    Influence is symmetric in its two gradients, so the work's records are scored as queries against the output
+    as the one "training" record: its per-token parts are ``g_tᵀ Q a_t`` at each output position ``t`` (over prompt
+    and completion tokens; ``a_t``, ``g_t`` from the gradient of log Pr(completion | prompt)), and they sum over
+    positions and records to the work's group score. Returns ``(sum of all parts, top positions)``.
+    """
+    adapter = attributor.adapter
+    output = {adapter.columns.prompt: report.prompt, adapter.columns.completion: report.completion}
+    encoded = adapter.encode([output])[0]
+    parts = torch.zeros(len(encoded.input_ids), dtype=torch.float64)
+    for start in range(0, len(records), block):
+        scores = attributor.score(list(records[start : start + block]), [output], per_token=True)
+        parts += sum(row[0].double() for row in scores.per_token)
+    best = torch.argsort(parts, descending=True)[:top].tolist()
+    return float(parts.sum()), [
+        OutputToken(position=t, token=adapter.tokenizer.decode([encoded.input_ids[t]]),
+                    in_completion=encoded.labels[t] != IGNORE_INDEX, score=float(parts[t])) for t in best]
+
+
+def _text(attributor: InfluenceAttributor, record: Any) -> str:
+    return record_text(record, attributor.adapter.columns, separator="") if isinstance(record, dict) else str(record)
