@@ -15,9 +15,8 @@ from llm_attrib.demo.model import tiny_gpt2
 from llm_attrib.demo.tokenizer import train_tokenizer
 from llm_attrib.demo.training import train_causal_lm
 from llm_attrib.errors import UserInputError
-from llm_attrib.significance import group_p_values
 from llm_attrib.overlap import longest_common_span
-from llm_attrib.significance import CORRECTIONS, permutation_p_values, require_reachable
+from llm_attrib.significance import CORRECTIONS, group_p_values, permutation_p_values, require_reachable
 
 torch.set_num_threads(1)
 
