@@ -4,6 +4,7 @@ ground-truth caches, the lexical baselines."""
 from __future__ import annotations
 
 import math
+from time import strftime as time_strftime
 
 import numpy as np
 import pytest
@@ -270,19 +271,74 @@ def test_damping_variants_share_one_fit_and_match_a_fresh_fit():
         assert torch.allclose(runs[label].scores.values, fresh, rtol=1e-4, atol=1e-6 * float(fresh.abs().max()))
 
 
-def test_mislabel_rows_come_from_attributor_evaluators_without_queries():
+def pairs_won(suspicion: list[float], labels: list[bool]) -> float:
+    """AUROC by counting: the share of (flagged, unflagged) pairs whose flagged member scores higher (ties 1/2)."""
+    pairs = [(s, t) for s, y in zip(suspicion, labels) if y for t, z in zip(suspicion, labels) if not z]
+    return sum(1.0 if s > t else 0.5 if s == t else 0.0 for s, t in pairs) / len(pairs)
+
+
+def squared_gradient_norms(model, tokenizer, records) -> list[float]:
+    """grad-dot self-influence by autograd: ‖∇ log Pr(completion | prompt)‖² over the MLP layers' parameters."""
+    from llm_attrib.adapters import CausalLMAdapter
+
+    params = [p for layer in CausalLMAdapter(model, tokenizer, modules="mlp").layers for p in layer.parameters()]
+    norms = []
+    for record in records:
+        prompt = tokenizer(record["prompt"])["input_ids"]
+        completion = tokenizer(record["completion"], add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt + completion])
+        log_probs = torch.log_softmax(model(input_ids=ids).logits[0].double(), dim=-1)
+        value = sum(log_probs[len(prompt) + i - 1, token] for i, token in enumerate(completion))
+        norms.append(sum(float(g.double().square().sum()) for g in torch.autograd.grad(value, params)))
+    return norms
+
+
+def test_mislabel_rows_come_from_attributor_evaluators_without_queries(monkeypatch):
+    """Each row's AUROC and precision@2 are those of the method's own self-influence (grad-dot: the squared
+    gradient norm by autograd; random: its seeded scores' diagonal), counted by hand; its seconds are the fit's plus
+    the evaluator's, read off a fake clock that only the fit and the evaluator advance (2 s and 5 s for grad-dot)."""
+    from types import SimpleNamespace
+
     from llm_attrib.attributors import ATTRIBUTORS
+    from llm_attrib.evaluation import suite
     from llm_attrib.evaluation.mislabel import detection_report, self_influence_scores
     from llm_attrib.evaluation.suite import evaluate_benchmark, markdown_table
 
     torch.set_num_threads(1)
     benchmark = _tiny_benchmark(n_query=0)
-    labels = torch.tensor([True, False, True, False, False, False])
-    benchmark.attributor_evaluators.append(
-        lambda attributor: detection_report(self_influence_scores(attributor, benchmark.train_records), labels, ks=(2,)))
-    rows = evaluate_benchmark(benchmark, {k: ATTRIBUTORS[k] for k in ("random", "grad-dot")}, None)
-    for row in rows.values():
-        assert "error" not in row and 0.0 <= row["auroc"] <= 1.0 and "precision@2" in row and row["seconds"] >= 0
+    labels = [True, False, True, False, False, False]
+    clock = SimpleNamespace(now=0.0)
+    monkeypatch.setattr(suite, "time", SimpleNamespace(perf_counter=lambda: clock.now, strftime=time_strftime))
+
+    def evaluator(attributor):
+        clock.now += 5.0
+        return detection_report(self_influence_scores(attributor, benchmark.train_records), torch.tensor(labels),
+                                ks=(2,))
+
+    def taking(seconds, factory):
+        def make(*args, **kwargs):
+            attributor = factory(*args, **kwargs)
+            fit = attributor.fit
+            attributor.fit = lambda train: (setattr(clock, "now", clock.now + seconds), fit(train))[1]
+            return attributor
+
+        return make
+
+    benchmark.attributor_evaluators.append(evaluator)
+    rows = evaluate_benchmark(benchmark, {"random": taking(1.0, ATTRIBUTORS["random"]),
+                                          "grad-dot": taking(2.0, ATTRIBUTORS["grad-dot"])}, None)
+    random = ATTRIBUTORS["random"](None, None).fit(benchmark.train_records)
+    suspicion = {"random": torch.diagonal(random.score(benchmark.train_records, benchmark.train_records).values).tolist(),
+                 "grad-dot": squared_gradient_norms(benchmark.model, benchmark.tokenizer, benchmark.train_records)}
+    for name, fit_seconds in (("random", 1.0), ("grad-dot", 2.0)):
+        row, values = rows[name], suspicion[name]
+        assert "error" not in row, row
+        assert row["auroc"] == pytest.approx(pairs_won(values, labels), abs=1e-12)
+        top_two = sorted(range(6), key=lambda i: -values[i])[:2]
+        assert row["precision@2"] == sum(labels[i] for i in top_two) / 2 and row["corruption_rate"] == 2 / 6
+        assert (row["seconds"], row["fit_seconds"], row["score_seconds"]) == (fit_seconds + 5.0, fit_seconds, 5.0)
+        assert row["training_seconds"] == 0 and row["shared_fit"] is False
+    assert rows["grad-dot"]["auroc"] != rows["random"]["auroc"]
     table = markdown_table({"mislabel": {"methods": {k: {**v, "precision@k": v["precision@2"]} for k, v in rows.items()}},
                             "roleplay": {"methods": {"random": {"lds": 0.1, "lds_stderr": 0.01, "seconds": 0.0}}}})
     assert table.count("| method |") == 2 and "mislabel AUROC" in table and "roleplay LDS" in table
