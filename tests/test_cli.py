@@ -58,12 +58,26 @@ def test_trace_generates_a_completion_when_none_is_given(model_dir, train_file, 
     assert json.loads(capsys.readouterr().out)["completion"].strip()
 
 
-def test_fit_factors_then_trace_reuses_them(model_dir, train_file, tmp_path, capsys):
+def test_fit_factors_then_trace_reuses_them(model_dir, train_file, tmp_path, capsys, monkeypatch):
+    """trace --factors loads what fit-factors wrote: no curvature is fitted (fit raises), the file is untouched, and
+    the scores equal those of a trace that fits the same factors itself."""
+    from llm_attrib.curvature.base import Curvature
+
     factors = tmp_path / "factors"
     common = ["--model", str(model_dir), "--train", str(train_file), "--factors", str(factors)]
+    query = ["--prompt", "the cat", "--completion", " sat", "--top-k", "8", "--json"]
     assert main(["fit-factors", *common]) == 0
-    assert list(factors.glob("ekfac-factors.safetensors"))
-    assert main(["trace", *common, "--prompt", "the cat", "--completion", " sat", "--json"]) == 0
+    capsys.readouterr()
+    [saved] = factors.glob("ekfac-factors*.safetensors")
+    before = (saved.read_bytes(), saved.stat().st_mtime_ns)
+    with monkeypatch.context() as patch:
+        patch.setattr(Curvature, "fit", lambda *args, **kwargs: pytest.fail("refitted instead of loading the factors"))
+        assert main(["trace", *common, *query]) == 0
+    loaded = json.loads(capsys.readouterr().out)["top"]
+    assert (saved.read_bytes(), saved.stat().st_mtime_ns) == before
+    assert main(["trace", "--model", str(model_dir), "--train", str(train_file), *query]) == 0
+    fitted_here = json.loads(capsys.readouterr().out)["top"]
+    assert [(r["train_id"], r["score"]) for r in loaded] == [(r["train_id"], r["score"]) for r in fitted_here]
 
 
 @pytest.mark.parametrize(
