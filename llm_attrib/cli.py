@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     quiet_libraries()
     try:
+        for config_class in getattr(args, "configs", ()):  # options are checked before any model or data loads
+            config_class.from_arguments(args)
         with process_group_from_environment():
             return int(args.func(args) or 0)
     except UserInputError as error:

@@ -141,6 +141,11 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     @classmethod
+    def choices(cls, name: str) -> list[Any]:
+        """The values field ``name`` allows (for a parser that declares the same option with another default)."""
+        return list(next(f for f in dataclasses.fields(cls) if f.name == name).metadata["choices"])
+
+    @classmethod
     def describe(cls) -> dict[str, str]:
         """``{field: "type, default …: help"}``: the recipe keys this config accepts."""
         hints = typing.get_type_hints(cls)

@@ -88,7 +88,7 @@ def test_roleplay_trace_recipe_on_a_model_fine_tuned_on_its_records(tmp_path):
     assert repeat["top"][0]["train_id"] == repeated["id"]
     assert sum(score is not None for score in repeat["scores"]) <= 12  # the prefilter's candidates only
     assert "bm25-prefilter" in result["metadata"]["method"]
-    assert (out / "report.md").exists() and (out / "factors" / "prefilter-bm25.pkl").exists()
+    assert (out / "report.md").exists() and (out / "factors" / "prefilter-bm25.safetensors").exists()
     assert_whole(out)
 
 
@@ -187,7 +187,9 @@ VALUE = RECIPES / "noisy-labels-value.yaml"
     (DEMO, ["queries.0.completion=''"], "queries.0.completion is empty"),
     (DEMO, ["queries.2.prompt=' '"], "queries.2.prompt is empty"),
     (DEMO, ["method.name=influence-foo"], "method.name: unknown 'influence-foo'; choose one of grad-dot"),
-    (DEMO, ["method.options.damping=0.1"], "method.options: unknown 'damping'; choose one of max_examples"),
+    (DEMO, ["method.options.bogus=0.1"], "method.options: unknown option 'bogus'; allowed: curvature, damping"),
+    (DEMO, ["method.options.batch_size=0"], "method.options.batch_size must be at least 1, not 0"),
+    (DEMO, ["method.options.curvature=kfac"], "method.options.curvature: set by method.name"),
     (DEMO, ["task=summarise"], "task: unknown task 'summarise'; choose one of trace, value"),
     (DEMO, ["output.top_k=many"], "output.top_k: expected an integer, got 'many'"),
     (DEMO, ["train=wiki"], "train: expected a mapping with keys path,"),

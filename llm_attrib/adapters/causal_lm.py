@@ -167,21 +167,18 @@ class CausalLMAdapter(Adapter):
 
 
 def _load_peft(path: Path, load: Mapping[str, Any]) -> nn.Module:
-    """A peft adapter folder with its base model; a base that is neither a local folder nor loadable (a relative
-    path, a hub id offline) is one line naming ``base_model_name_or_path``."""
+    """A peft adapter folder with its base model, which must be a local folder: a base that is not (a relative path
+    that does not resolve from the current directory, a hub id) is refused in one line before any download is
+    tried. For a hub base, load the model yourself and pass it to `CausalLMAdapter`."""
     from peft import AutoPeftModelForCausalLM
 
     base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    try:
-        return AutoPeftModelForCausalLM.from_pretrained(str(path), **load)
-    except OSError as error:
-        if base and Path(base).is_dir():
-            raise
-        reason = " ".join(str(error).split()).split(". ")[0]
+    if not base or not Path(base).is_dir():
         raise UserInputError(
-            f"{path}/adapter_config.json: base_model_name_or_path {base!r} is not a local folder and could not be "
-            f"loaded ({reason}); set it to the path of a local base model folder"
-        ) from None
+            f"{path}/adapter_config.json: base_model_name_or_path {base!r} is not a local folder (relative paths are "
+            "read from the current directory; hub ids are not downloaded); set it to the path of the base model folder"
+        )
+    return AutoPeftModelForCausalLM.from_pretrained(str(path), **load)
 
 
 def _gather_scored(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

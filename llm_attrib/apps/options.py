@@ -9,9 +9,7 @@ from typing import Any
 import torch
 
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
-from llm_attrib.attributors.influence import DEFAULT_DAMPING, InfluenceAttributor
-from llm_attrib.curvature import CURVATURES
-from llm_attrib.curvature.base import FISHER_TARGETS
+from llm_attrib.attributors.influence import InfluenceAttributor, InfluenceConfig
 from llm_attrib.data import Columns, load_records, table_records
 from llm_attrib.distributed import is_main_process, local_device, main_process_first
 from llm_attrib.errors import UserInputError
@@ -37,24 +35,12 @@ def add_model_and_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_attributor_options(parser: argparse.ArgumentParser) -> None:
+    """The `InfluenceConfig` fields as flags (``--curvature``, ``--damping``, ``--batch-size`` …) and ``--factors``;
+    the config is validated as soon as the arguments are parsed (`llm_attrib.cli`), before any model loads."""
     group = parser.add_argument_group("influence")
-    group.add_argument("--curvature", default="ekfac", choices=sorted(CURVATURES))
-    group.add_argument("--damping", default=str(DEFAULT_DAMPING),
-                       help="absolute damping, or 'heuristic' (0.1 x mean eigenvalue per layer)")
-    group.add_argument("--fisher", default="sampled", choices=FISHER_TARGETS,
-                       help="curvature targets: sampled from the model (true Fisher, default) or the data's "
-                            "(empirical: the same factors for any number of processes)")
-    group.add_argument("--max-examples", type=int, default=None,
-                       help="fit the curvature on a seeded random sample of this many training records")
-    group.add_argument("--batch-size", type=int, default=8)
-    group.add_argument("--seed", type=int, default=0)
+    InfluenceConfig.add_arguments(group)
     group.add_argument("--factors", default=None, help="folder for fitted factors (reused when they match)")
-    group.add_argument("--layer-partitions", type=int, default=1,
-                       help="fit and score the tracked layers in this many groups (less memory, more passes)")
-    group.add_argument("--query-rank", type=int, default=None,
-                       help="score with rank-r query matrices (query batching; default: full rank)")
-    group.add_argument("--rescore-top", type=int, default=None,
-                       help="with --query-rank, re-score each query's top records at full rank")
+    parser.set_defaults(configs=(InfluenceConfig,))
 
 
 def add_prefilter_options(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +54,7 @@ def make_prefilter(args: argparse.Namespace, train: list[dict[str, Any]]) -> Pre
     """The prefilter asked for, fitted on ``train`` (or loaded from the ``--factors`` folder, saved there)."""
     if args.prefilter is None:
         return None
-    path = f"{args.factors}/prefilter-{args.prefilter}.pkl" if args.factors else None
+    path = f"{args.factors}/prefilter-{args.prefilter}.safetensors" if args.factors else None
     with main_process_first():  # rank 0 fits and saves the index, the other ranks load it
         return Prefilter(args.prefilter, args.candidates, columns_from(args)).fit_or_load(path, train)
 
@@ -109,14 +95,6 @@ def show_progress() -> bool:
     return sys.stderr.isatty() and is_main_process()
 
 
-def parse_damping(text: str) -> float | str:
-    return text if text == "heuristic" else float(text)
-
-
 def make_attributor(args: argparse.Namespace, adapter: CausalLMAdapter) -> InfluenceAttributor:
-    return InfluenceAttributor(
-        adapter, args.curvature, damping=parse_damping(args.damping), fisher=args.fisher,
-        max_examples=args.max_examples, batch_size=args.batch_size, seed=args.seed, cache_dir=args.factors,
-        progress=show_progress(), layer_partitions=args.layer_partitions, query_rank=args.query_rank,
-        rescore_top=args.rescore_top,
-    )
+    return InfluenceAttributor(adapter, config=InfluenceConfig.from_arguments(args), cache_dir=args.factors,
+                               progress=show_progress())

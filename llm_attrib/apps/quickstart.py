@@ -15,7 +15,7 @@ from typing import Any
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
 from llm_attrib.apps.options import show_progress
 from llm_attrib.apps.trace import format_report, trace
-from llm_attrib.attributors.influence import DEFAULT_DAMPING, InfluenceAttributor
+from llm_attrib.attributors.influence import InfluenceAttributor, InfluenceConfig
 from llm_attrib.distributed import is_main_process, local_device, main_process_first
 
 
@@ -25,7 +25,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--query", type=int, default=0, help="index of the demo question to ask")
     parser.add_argument("--prompt", default=None, help="ask your own question instead")
     parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--curvature", default="ekfac")
+    parser.add_argument("--curvature", default="ekfac", choices=InfluenceConfig.choices("curvature"),
+                        help="curvature of the influence preconditioner (default: ekfac)")
     parser.add_argument("--cache-dir", default=None, help="where the demo model is built (default: user cache)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(func=run)
@@ -43,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
     query = bundle.corpus.queries[args.query % len(bundle.corpus.queries)]
     prompt = args.prompt or query["prompt"]
     adapter = CausalLMAdapter(bundle.model.to(local_device()), bundle.tokenizer)
-    attributor = InfluenceAttributor(adapter, args.curvature, damping=DEFAULT_DAMPING,
-                                     cache_dir=bundle.path / "factors", progress=progress)
+    attributor = InfluenceAttributor(adapter, args.curvature, cache_dir=bundle.path / "factors", progress=progress)
     report = trace(attributor, bundle.train_records, prompt, top_k=args.top_k, max_new_tokens=8,
                    stop=(".", "\n"))
     if not is_main_process():

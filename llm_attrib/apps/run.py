@@ -32,9 +32,8 @@ from llm_attrib.recipe import DEMO, GenerateSpec, Recipe, load_recipe
 from llm_attrib.store import atomic_path, data_fingerprint, model_fingerprint, write_json
 
 SIGN = "positive = the record raises log Pr(completion | prompt); removing it would lower it"
-TRACE_OPTIONS: dict[str, type] = {"max_examples": int, "batch_size": int, "fisher": str, "query_rank": int,
-                                  "rescore_top": int, "layer_partitions": int}
-"""`method.options` of a trace recipe: `InfluenceAttributor` arguments, with their types."""
+FIXED_BY_METHOD = ("curvature", "normalize")
+"""`InfluenceConfig` fields that `method.name` sets; `method.options` of a trace recipe may give any other."""
 CANDIDATES = 100
 """Records kept per query by a trace recipe's prefilter when `method.candidates` is not given."""
 
@@ -129,12 +128,13 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
     out = Path(recipe.output.dir)
     factors = method.factors or out / "factors"
     base = ATTRIBUTORS[method.name](model, tokenizer)
-    attributor = InfluenceAttributor(base.adapter, base.curvature, normalize=base.normalize, seed=recipe.seed,
-                                     cache_dir=factors, progress=sys.stderr.isatty(), **method.options)
+    config = base.config.from_dict({**base.config.to_dict(), "seed": recipe.seed, **method.options},
+                                   where="method.options")
+    attributor = InfluenceAttributor(base.adapter, config=config, cache_dir=factors, progress=sys.stderr.isatty())
     prefilter = None
     if method.prefilter is not None:
         prefilter = Prefilter(method.prefilter, method.candidates or CANDIDATES).fit_or_load(
-            Path(factors) / f"prefilter-{method.prefilter}.pkl", train)
+            Path(factors) / f"prefilter-{method.prefilter}.safetensors", train)
     generate = recipe.generate or GenerateSpec()
     scores, reports = trace_queries(attributor, train, queries, top_k=recipe.output.top_k,
                                     max_new_tokens=generate.max_new_tokens, stop=generate.stop, prefilter=prefilter)
@@ -153,6 +153,7 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
 def check_trace(recipe: Recipe) -> None:
     """One-line errors for what a trace recipe cannot run with, before any model is loaded."""
     from llm_attrib.attributors import ATTRIBUTORS
+    from llm_attrib.attributors.influence import InfluenceConfig
     from llm_attrib.prefilter import PREFILTERS
 
     require(recipe, "trace", needs=("model", "queries"),
@@ -161,10 +162,11 @@ def check_trace(recipe: Recipe) -> None:
     method = recipe.method
     choose(method.name, [key for key, factory in ATTRIBUTORS.items()
                          if getattr(factory, "fit_key", ("",))[0] == "influence"], "method.name")
-    for option, value in method.options.items():
-        choose(option, list(TRACE_OPTIONS), "method.options")
-        if not isinstance(value, TRACE_OPTIONS[option]) or isinstance(value, bool):
-            raise UserInputError(f"method.options.{option}: expected {TRACE_OPTIONS[option].__name__}, got {value!r}")
+    for option in method.options:
+        if option in FIXED_BY_METHOD:
+            raise UserInputError(f"method.options.{option}: set by method.name ({method.name!r}); choose another "
+                                 "method instead")
+    InfluenceConfig.from_dict(method.options, where="method.options")  # types and ranges, before any model loads
     if method.prefilter is not None:
         choose(method.prefilter, sorted(PREFILTERS), "method.prefilter")
     if recipe.train != DEMO and recipe.train.prompt is not None and recipe.train.completion is None:
