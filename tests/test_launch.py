@@ -49,7 +49,7 @@ def test_torchrun_two_processes_print_one_report_equal_to_one_process(model_dir,
         assert [v for _, v in mine["top_tokens"]] == pytest.approx([v for _, v in theirs["top_tokens"]],
                                                                     rel=1e-4, abs=1e-9)
     written = sorted(p.name for p in (tmp_path / "factors-2").iterdir())
-    assert written == ["ekfac-factors.safetensors", "prefilter-tfidf.pkl"]  # no leftover .tmp files
+    assert written == ["ekfac-factors.safetensors", "prefilter-tfidf.safetensors"]  # no leftover .tmp files
 
 
 def test_torchrun_audit_writes_the_report_of_one_process(audit_files, tmp_path):

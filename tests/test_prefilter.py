@@ -39,7 +39,7 @@ def test_the_cat_query_keeps_the_cat_sentence(train_records, query_records):
 
 
 def test_a_saved_index_is_reused_and_refused_for_other_data(train_records, query_records, tmp_path):
-    path = tmp_path / "prefilter.pkl"
+    path = tmp_path / "prefilter.safetensors"
     first = Prefilter("bm25", candidates=4).fit_or_load(path, train_records)
     again = Prefilter("bm25", candidates=4).fit_or_load(path, train_records)
     assert torch.equal(first.select(query_records), again.select(query_records))
@@ -71,4 +71,4 @@ def test_trace_cli_scores_only_the_candidates_and_saves_the_index(tmp_path, gpt2
     assert status == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["top"]) == 2 and 0 in {record["train_id"] for record in report["top"]}
-    assert (factors / "prefilter-bm25.pkl").exists()
+    assert (factors / "prefilter-bm25.safetensors").exists()
