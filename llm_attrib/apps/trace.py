@@ -47,15 +47,16 @@ class TraceReport:
         return {**asdict(self), "sign": "positive = the record raises log Pr(completion | prompt)"}
 
 
-def generate_completion(adapter: Any, prompt: str, max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)) -> str:
+def generate_completion(adapter: Any, prompt: str, max_new_tokens: int = 32, stop: Sequence[str] = ("\n",),
+                        where: str = "query") -> str:
     """Greedy continuation of ``prompt`` (the model's own output), special tokens dropped, cut before the
-    first ``stop`` string."""
+    first ``stop`` string. Errors name the prompt as ``where``."""
     tokenizer, model = adapter.tokenizer, adapter.model
     prompt_ids = prompt_token_ids(tokenizer, prompt, adapter.chat_template)
     n_prompt = len(prompt_ids)
     if n_prompt >= adapter.max_length:
-        raise UserInputError(f"the prompt has {n_prompt} tokens but the model's context is {adapter.max_length}; "
-                             "shorten the prompt")
+        raise UserInputError(f"{where}: the prompt has {n_prompt} tokens but the model's context is "
+                             f"{adapter.max_length}; shorten the prompt")
     input_ids = torch.tensor([prompt_ids], device=adapter.device)
     budget = min(max_new_tokens, adapter.max_length - n_prompt)
     with torch.no_grad():
@@ -65,7 +66,7 @@ def generate_completion(adapter: Any, prompt: str, max_new_tokens: int = 32, sto
     for marker in stop:
         completion = completion.split(marker)[0]
     if not completion.strip():
-        raise UserInputError("the model generated an empty completion for this prompt; pass --completion")
+        raise UserInputError(f"{where}: the model generated an empty completion for this prompt; give a completion")
     return completion
 
 
@@ -83,14 +84,20 @@ def trace_queries(
     """Trace ``(prompt, completion)`` queries in one pass over ``train`` (a ``None`` completion is generated):
     their `Scores` ``[n_query, n_train]`` and one `TraceReport` each (see `trace`).
 
-    Under several processes every rank scores rank 0's generated completions.
+    Options and queries are checked before any fit: a bad query (an empty completion, longer than the context) is
+    refused naming it, ``query 1`` for the first. Under several processes every rank scores rank 0's generated
+    completions.
     """
+    for name, value in (("top_k", top_k), ("max_new_tokens", max_new_tokens)):
+        if value < 1:
+            raise UserInputError(f"{name} must be at least 1, not {value}")
     adapter = attributor.adapter
-    pairs = [(prompt, broadcast_from_main(generate_completion(adapter, prompt, max_new_tokens, stop))
-              if completion is None else completion) for prompt, completion in queries]
+    pairs = [(prompt, broadcast_from_main(generate_completion(adapter, prompt, max_new_tokens, stop, f"query {q}"))
+              if completion is None else completion) for q, (prompt, completion) in enumerate(queries, start=1)]
+    records = [{adapter.columns.prompt: prompt, adapter.columns.completion: completion} for prompt, completion in pairs]
+    adapter.encode(records, first_index=1, name="query")
     if not attributor.curvature.is_fitted:
         attributor.fit(train)
-    records = [{adapter.columns.prompt: prompt, adapter.columns.completion: completion} for prompt, completion in pairs]
     if prefilter is None:
         scores = attributor.score(records, train, per_token=True)
     else:
@@ -117,7 +124,8 @@ def top_records(adapter: Any, train: Sequence[Any], scores: Scores, query: int, 
         top.append(TracedRecord(
             train_id=scores.train_ids[index],
             score=float(scores.values[query, index]),
-            text=record_text(train[index], adapter.columns, separator="") if isinstance(train[index], dict) else str(train[index]),
+            text=(record_text(train[index], adapter.columns, separator="") if isinstance(train[index], dict)
+                  else str(train[index])),
             top_tokens=[(adapter.tokenizer.decode([example.input_ids[t]]), float(token_scores[t])) for t in best],
         ))
     return top
@@ -164,10 +172,22 @@ def add_parser(subparsers: Any) -> None:
     options.add_prefilter_options(parser)
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--completion", default=None, help="default: the model's own greedy continuation")
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--top-k", type=at_least_one, default=5, help="records listed (at least 1)")
+    parser.add_argument("--max-new-tokens", type=at_least_one, default=32,
+                        help="generation budget when --completion is not given (at least 1)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run)
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: an integer ≥ 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
