@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from conftest import SENTENCES
 from llm_attrib.demo.model import tiny_gpt2
 from llm_attrib.errors import UserInputError
 from llm_attrib.valuation import KNNShapley, embed_texts, value_dataset
-from llm_attrib.valuation.cli import add_parser
+from llm_attrib.valuation.cli import add_parser, value_arrays
 
 
 def run_value(argv):
@@ -20,35 +21,62 @@ def run_value(argv):
     return args.func(args)
 
 
+N_ROWS, N_FLIPPED = 40, 8
+
+
+def noisy_rows(seed: int = 0) -> tuple[np.ndarray, np.ndarray, set[int]]:
+    """x1 separates the classes (shift 3), x2 is noise; 8 of the 40 labels are flipped."""
+    rng = np.random.default_rng(seed)
+    clean = rng.integers(0, 2, N_ROWS)
+    X = np.column_stack([rng.normal(size=N_ROWS) + 3 * clean, rng.normal(size=N_ROWS)])
+    flipped = rng.choice(N_ROWS, N_FLIPPED, replace=False)
+    y = clean.copy()
+    y[flipped] = 1 - y[flipped]
+    return X, y, set(flipped.tolist())
+
+
 @pytest.fixture
 def table(tmp_path):
-    rng = np.random.default_rng(0)
+    X, y, _ = noisy_rows()
     path = tmp_path / "train.csv"
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["x1", "x2", "y"])
-        for _ in range(30):
-            label = int(rng.integers(0, 2))
-            writer.writerow([rng.normal() + 2 * label, rng.normal(), label])
+        writer.writerows([repr(float(a)), repr(float(b)), int(label)] for (a, b), label in zip(X, y))
     return path
 
 
-def test_cli_writes_one_value_per_row(table, tmp_path):
+def test_cli_writes_the_python_apis_values_and_the_flipped_labels_come_lowest(table, tmp_path):
+    """One value per row, in row order, equal to `value_arrays` on the same arrays (same seed), and 5 or more of
+    the 8 flipped rows among the 8 lowest values (chance: 1.6 of 8; 7 with this table)."""
     out = tmp_path / "values.csv"
     status = run_value(["--method", "data-oob", "--data", str(table), "--label-column", "y",
                         "--estimator", "tree", "--param", "n_estimators=20", "--out", str(out)])
     with open(out) as handle:
         rows = list(csv.DictReader(handle))
-    assert status == 0 and len(rows) == 30
-    assert [int(row["index"]) for row in rows] == list(range(30))
-    assert all(np.isfinite(float(row["value"])) for row in rows)
+    assert status == 0 and [int(row["index"]) for row in rows] == list(range(N_ROWS))
+    X, y, flipped = noisy_rows()
+    expected = value_arrays("data-oob", X, y, estimator="tree", params={"n_estimators": 20}, seed=0, progress=False)
+    assert [float(row["value"]) for row in rows] == expected.values.tolist()
+    assert [int(row["count"]) for row in rows] == expected.counts.tolist()
+    lowest = sorted(range(N_ROWS), key=lambda i: float(rows[i]["value"]))[:N_FLIPPED]
+    assert len(flipped & set(lowest)) >= 5
+    assert [int(row["rank"]) for row in sorted(rows, key=lambda row: -float(row["value"]))] == list(range(N_ROWS))
 
 
 def test_cli_with_validation_file_and_json(table, tmp_path):
+    """JSON output: the method, and per row the exact KNN-Shapley values of the chosen feature column."""
     out = tmp_path / "values.json"
     assert run_value(["--method", "knn-shapley", "--data", str(table), "--val-data", str(table),
                       "--label-column", "y", "--feature-columns", "x1", "--out", str(out)]) == 0
-    assert out.exists()
+    written = json.loads(out.read_text())
+    X, y, flipped = noisy_rows()
+    expected = KNNShapley().fit(X[:, :1], y, X[:, :1], y).values_
+    assert written["method"] == "knn-shapley"
+    assert [point["index"] for point in written["points"]] == list(range(N_ROWS))
+    np.testing.assert_allclose([point["value"] for point in written["points"]], expected, rtol=1e-12, atol=1e-15)
+    lowest = sorted(written["points"], key=lambda point: point["value"])[:N_FLIPPED]
+    assert len(flipped & {point["index"] for point in lowest}) >= 5  # chance: 1.6
 
 
 @pytest.mark.parametrize("argv, message", [
