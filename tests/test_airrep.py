@@ -21,7 +21,7 @@ from llm_attrib.attributors.airrep import (
 )
 from llm_attrib.demo.training import train_causal_lm
 from llm_attrib.errors import CacheMismatchError, UserInputError
-from llm_attrib.evaluation.lds import sample_subsets
+from llm_attrib.retraining.lds import sample_subsets
 
 torch.set_num_threads(1)
 

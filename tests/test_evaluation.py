@@ -13,7 +13,8 @@ import torch
 from llm_attrib.attributors import ATTRIBUTORS
 from llm_attrib.attributors.text import BM25Attributor, TfidfAttributor
 from llm_attrib.errors import CacheMismatchError
-from llm_attrib.evaluation.lds import evaluate_lds, lds_ground_truth, sample_subsets
+from llm_attrib.evaluation.lds import evaluate_lds
+from llm_attrib.retraining.lds import lds_ground_truth, sample_subsets
 from llm_attrib.evaluation.loo import evaluate_loo, loo_ground_truth
 from llm_attrib.evaluation.metrics import (
     auroc,
@@ -214,7 +215,8 @@ def test_group_scores_threshold_and_flags():
 def test_retraining_is_deterministic_under_a_seed():
     from llm_attrib.demo.model import tiny_gpt2
     from llm_attrib.demo.tokenizer import train_tokenizer
-    from llm_attrib.evaluation.retrain import DemoRetrainer, LogLikelihoodMeasure
+    from llm_attrib.retraining.measure import LogLikelihoodMeasure
+    from llm_attrib.retraining.retrain import DemoRetrainer
 
     records = [{"prompt": f"Q: item {i}?", "completion": f" it is {w}"} for i, w in enumerate("ab cd ef gh".split())]
     tokenizer = train_tokenizer([r["prompt"] + r["completion"] for r in records], vocab_size=280, model_max_length=32)
@@ -243,7 +245,7 @@ def _tiny_benchmark(n_query: int = 2):
     from llm_attrib.demo.model import tiny_gpt2
     from llm_attrib.demo.tokenizer import train_tokenizer
     from llm_attrib.evaluation.benchmarks import Benchmark
-    from llm_attrib.evaluation.retrain import DemoRetrainer
+    from llm_attrib.retraining.retrain import DemoRetrainer
 
     records = [{"id": f"r{i}", "prompt": f"Q: item {i}?", "completion": f" it is {w}"}
                for i, w in enumerate("ab cd ef gh ij kl".split())]
@@ -357,7 +359,7 @@ def test_ground_truth_caches_are_named_by_their_sizes(tmp_path):
 
 
 def test_training_runs_give_checkpoints_of_the_model_and_other_seeds(tmp_path, monkeypatch):
-    from llm_attrib.evaluation.runs import TrainingRuns
+    from llm_attrib.retraining.runs import TrainingRuns
     from llm_attrib.store import model_fingerprint
 
     torch.set_num_threads(1)

@@ -143,15 +143,27 @@ class CausalLMAdapter(Adapter):
         batch = collate(examples, pad_token_id=self.pad_token_id, padding_side=self.padding_side, pad_to=pad_to)
         return batch.to(self.device)
 
-    def _token_log_probs(self, batch: Batch) -> torch.Tensor:
-        """``[B, T-1, V]`` float32 log-probabilities of token ``t+1`` given tokens ``≤ t``."""
-        logits = self.model(
+    def logits(self, batch: Batch) -> torch.Tensor:
+        """``[B, T, V]``; token ``t``'s logits predict token ``t + 1``."""
+        return self.model(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids
         ).logits
-        return torch.log_softmax(upcast(logits[:, :-1]), dim=-1)
+
+    def _token_log_probs(self, batch: Batch) -> torch.Tensor:
+        """``[B, T-1, V]`` float32 log-probabilities of token ``t+1`` given tokens ``≤ t``."""
+        return torch.log_softmax(upcast(self.logits(batch)[:, :-1]), dim=-1)
 
     def log_prob(self, batch: Batch) -> torch.Tensor:
-        return _gather_scored(self._token_log_probs(batch), batch.labels[:, 1:])
+        return _scored_log_probs(self._token_log_probs(batch), batch.labels[:, 1:]).sum(dim=1)
+
+    @torch.no_grad()
+    def measurements(self, records: Sequence[Mapping[str, Any]], batch_size: int = 32) -> torch.Tensor:
+        """``[n]`` float64 measurements of ``records``, without gradients: Σ log Pr(token | prefix) over each
+        record's scored tokens (completion, or document tokens after the first), the tokens' float32
+        log-probabilities summed in float64. Higher = more likely; padding contributes nothing."""
+        sums = [_scored_log_probs(self._token_log_probs(batch), batch.labels[:, 1:]).double().sum(dim=1)
+                for batch in self.batches(self.encode(records), batch_size)]
+        return torch.cat(sums) if sums else torch.zeros(0, dtype=torch.float64)
 
     def sampled_log_prob(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         log_probs = self._token_log_probs(batch)
@@ -160,7 +172,7 @@ class CausalLMAdapter(Adapter):
         with torch.no_grad():
             sampled = targets.clone()
             sampled[scored] = torch.multinomial(log_probs.detach()[scored].exp(), 1, generator=generator).squeeze(-1)
-        return _gather_scored(log_probs, sampled)
+        return _scored_log_probs(log_probs, sampled).sum(dim=1)
 
     def token_mask(self, batch: Batch) -> torch.Tensor:
         return batch.attention_mask.bool()
@@ -181,11 +193,11 @@ def _load_peft(path: Path, load: Mapping[str, Any]) -> nn.Module:
     return AutoPeftModelForCausalLM.from_pretrained(str(path), **load)
 
 
-def _gather_scored(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sum of ``log_probs[b, t, targets[b, t]]`` over positions whose target is not -100 → ``[B]``."""
+def _scored_log_probs(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``[B, T-1]``: ``log_probs[b, t, targets[b, t]]`` where the target is not -100, else 0."""
     scored = targets != IGNORE_INDEX
     picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return torch.where(scored, picked, torch.zeros_like(picked)).sum(dim=1)
+    return torch.where(scored, picked, torch.zeros_like(picked))
 
 
 def _context_length(model: nn.Module, tokenizer: Any) -> int:

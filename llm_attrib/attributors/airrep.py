@@ -4,7 +4,7 @@
 
 1. **Training queries.** A seeded ``query_fraction`` of the training records is held out as queries; the rest is
    the *pool*. The queries to be explained later are never seen by ``fit`` (no ground truth leaks into it).
-2. **Supervision** (`llm_attrib.evaluation.lds`, the LDS machinery): ``n_subsets`` random α-subsets of the pool,
+2. **Supervision** (`llm_attrib.retraining.lds`, the LDS machinery): ``n_subsets`` random α-subsets of the pool,
    a model retrained on each (``retrain(records, seed)``, cached and resumable), and each training query's
    measurement ``y[m, q] = log Pr(completion | prompt)`` under the model of subset ``m``. Targets are standardised
    per query over the subsets, ``t[q, m] = (y[m, q] − mean_m y[·, q]) / std_m y[·, q]``, clipped to ±10.
@@ -43,14 +43,14 @@ from typing import Any, Mapping, Protocol, Sequence
 import torch
 from torch import nn
 
+from llm_attrib.adapters.causal_lm import CausalLMAdapter
 from llm_attrib.attributors.base import Attributor, make_config
 from llm_attrib.config import Config, at_least, in_open_interval, option
-from llm_attrib.data import Columns, batched, collate, record_ids
-from llm_attrib.demo.training import encode_records, model_context
+from llm_attrib.data import Columns, record_ids
 from llm_attrib.errors import UserInputError
-from llm_attrib.evaluation.counterfactual import Measure, Retrain
-from llm_attrib.evaluation.lds import lds_ground_truth
-from llm_attrib.evaluation.retrain import LogLikelihoodMeasure
+from llm_attrib.retraining.counterfactual import Measure, Retrain
+from llm_attrib.retraining.lds import lds_ground_truth
+from llm_attrib.retraining.measure import LogLikelihoodMeasure
 from llm_attrib.scores import Scores
 from llm_attrib.store import load_tensors, model_fingerprint, save_tensors
 
@@ -163,13 +163,10 @@ def hidden_state_features(model: nn.Module, tokenizer: Any, records: Sequence[Ma
     """``[N, d]`` float64: each record's hidden states (embedding output and every block; ``d`` = (layers + 1) ×
     hidden size) mean-pooled over its tokens (prompt and completion; padding excluded), layers concatenated.
     Positions count real tokens only, so neither batch size nor padding side changes the result."""
-    encoded = encode_records(tokenizer, records, max_length=model_context(model, tokenizer), columns=columns)
-    device = next(model.parameters()).device
     was_training = model.training
-    model.eval()
+    adapter = CausalLMAdapter(model, tokenizer, columns=columns, padding_side=padding_side)  # puts it in eval mode
     parts = []
-    for chunk in batched(encoded, batch_size):
-        batch = collate(chunk, pad_token_id=tokenizer.pad_token_id, padding_side=padding_side).to(device)
+    for batch in adapter.batches(adapter.encode(records), batch_size):
         hidden = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                        position_ids=batch.position_ids, output_hidden_states=True).hidden_states
         mask = batch.attention_mask.unsqueeze(-1).double()

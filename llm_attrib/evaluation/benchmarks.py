@@ -15,7 +15,7 @@
 
 Each benchmark carries its own ``evaluators`` (scores → metrics) and ``attributor_evaluators`` (fitted
 attributor → metrics); the suite adds LDS / LOO where it has ground truth. Its ``runs``
-(`llm_attrib.evaluation.runs.TrainingRuns`) give the checkpoints of its model's training and models trained from
+(`llm_attrib.retraining.runs.TrainingRuns`) give the checkpoints of its model's training and models trained from
 other seeds, on demand, for TracIn and ensembles.
 """
 
@@ -29,16 +29,14 @@ from typing import Any, Callable
 import torch
 
 from llm_attrib.demo.default import DemoRecipe, load_default
-from llm_attrib.demo.facts import FactCorpus
 from llm_attrib.demo.model import tiny_gpt2
 from llm_attrib.demo.tokenizer import train_tokenizer
-from llm_attrib.demo.training import train_causal_lm
 from llm_attrib.evaluation.fact_tracing import retrieval_report, tail_patch_report
 from llm_attrib.evaluation.mislabel import detection_report, self_influence_scores, swap_completions
 from llm_attrib.evaluation.provenance import (evaluate_provenance, evaluate_provenance_permutation,
                                               passage_queries, split_works)
-from llm_attrib.evaluation.retrain import DemoRetrainer
-from llm_attrib.evaluation.runs import TrainingRuns
+from llm_attrib.retraining.retrain import DemoRetrainer
+from llm_attrib.retraining.runs import TrainingRuns
 from llm_attrib.scores import Scores
 
 Evaluator = Callable[[Scores], dict[str, float]]

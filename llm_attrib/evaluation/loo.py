@@ -15,8 +15,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from llm_attrib.errors import UserInputError
-from llm_attrib.evaluation.counterfactual import Measure, Record, Retrain, run_trials, trial_seeds
 from llm_attrib.evaluation.metrics import CorrelationSummary, loo_correlation
+from llm_attrib.retraining.counterfactual import Measure, Record, Retrain, run_trials, trial_seeds
 from llm_attrib.scores import Scores
 
 

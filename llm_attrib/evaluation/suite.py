@@ -5,7 +5,7 @@ plus peers such as kronfluence), the method is fitted on the training records an
 scores are evaluated with the benchmark's metrics and timed (fit + score, wall-clock seconds). Ground truth
 for LDS and LOO is cached under ``cache_dir`` (resumable). Influence variants that differ only in damping share
 one fitted curvature per benchmark (the registry's ``fit_key``); their ``seconds`` still count that fit. Factories get
-the benchmark's training runs (``training=``, `llm_attrib.evaluation.runs.TrainingRuns`, cached under ``cache_dir``):
+the benchmark's training runs (``training=``, `llm_attrib.retraining.runs.TrainingRuns`, cached under ``cache_dir``):
 TracIn's checkpoints and the TRAK ensemble's models; the time spent training those is reported as
 ``training_seconds``, apart from ``seconds``. Results go to ``<out_dir>/results/<benchmark>.json`` and a
 Markdown table between ``<!-- results:start -->`` and ``<!-- results:end -->`` in ``<out_dir>/README.md``.
@@ -15,7 +15,6 @@ Sign: positive score = the training example raises the query's log-probability.
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import platform
 import re
@@ -36,10 +35,11 @@ from llm_attrib.evaluation.benchmarks import (
     provenance_benchmark,
     roleplay_benchmark,
 )
-from llm_attrib.evaluation.lds import LDSGroundTruth, evaluate_lds, lds_ground_truth
+from llm_attrib.evaluation.lds import evaluate_lds
 from llm_attrib.evaluation.loo import LOOGroundTruth, evaluate_loo, loo_ground_truth
-from llm_attrib.evaluation.retrain import LogLikelihoodMeasure
-from llm_attrib.evaluation.runs import N_CHECKPOINTS
+from llm_attrib.retraining.lds import LDSGroundTruth, lds_ground_truth
+from llm_attrib.retraining.measure import LogLikelihoodMeasure
+from llm_attrib.retraining.runs import N_CHECKPOINTS
 from llm_attrib.scores import Scores
 from llm_attrib.store import data_fingerprint, write_json
 

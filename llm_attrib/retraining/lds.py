@@ -1,13 +1,11 @@
-"""The Linear Datamodeling Score harness: random α-subsets → retrained models → measured queries → LDS.
+"""The Linear Datamodeling Score's ground truth: random α-subsets → retrained models → measured queries.
 
 1. `sample_subsets` draws ``M`` random subsets, each holding ``round(α · n_train)`` training examples (seeded).
 2. `lds_ground_truth` retrains a model on each subset (``seeds_per_subset`` seeds each, averaged) and records
-   every query's measurement, through `llm_attrib.evaluation.counterfactual.run_trials` (cached, resumable).
-3. `evaluate_lds` scores an attributor's `Scores` against that ground truth with
-   `llm_attrib.evaluation.metrics.linear_datamodeling_score`.
+   every query's measurement, through `llm_attrib.retraining.counterfactual.run_trials` (cached, resumable).
 
-Sign: scores are positive when a training example raises the query's log-probability, and the outcomes are
-log-probabilities, so good attributions give a positive LDS.
+`llm_attrib.evaluation.lds.evaluate_lds` scores an attributor against it; AirRep trains on it. The outcomes are
+log-probabilities (higher = more likely).
 """
 
 from __future__ import annotations
@@ -19,9 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from llm_attrib.errors import UserInputError
-from llm_attrib.evaluation.counterfactual import Measure, Record, Retrain, run_trials, trial_seeds
-from llm_attrib.evaluation.metrics import CorrelationSummary, linear_datamodeling_score
-from llm_attrib.scores import Scores
+from llm_attrib.retraining.counterfactual import Measure, Record, Retrain, run_trials, trial_seeds
 
 
 def sample_subsets(n_train: int, n_subsets: int, alpha: float = 0.5, seed: int = 0) -> torch.Tensor:
@@ -100,10 +96,3 @@ def lds_ground_truth(
         alpha=alpha,
         seed=seed,
     )
-
-
-def evaluate_lds(scores: Scores, truth: LDSGroundTruth) -> CorrelationSummary:
-    """LDS of ``scores`` against ``truth``; the ids must match (same queries, same training examples, same order)."""
-    if list(scores.query_ids) != truth.query_ids or list(scores.train_ids) != truth.train_ids:
-        raise UserInputError("the scores and the LDS ground truth are for different queries or training examples")
-    return linear_datamodeling_score(scores.values, truth.masks, truth.outcomes)

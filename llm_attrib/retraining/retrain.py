@@ -1,8 +1,7 @@
-"""The default ``retrain`` and ``measure`` callables of the counterfactual harnesses (LDS, LOO).
+"""The default ``retrain`` callable of the counterfactual harnesses (LDS, LOO) and of a benchmark's training runs.
 
 `DemoRetrainer` trains a fresh, seeded model with `llm_attrib.demo.training.train_causal_lm` (deterministic on
-CPU); `LogLikelihoodMeasure` is the library's measurement, `llm_attrib.demo.training.log_likelihoods`
-(sum of completion-token log-probabilities; higher = more likely).
+CPU); the default ``measure`` is `llm_attrib.retraining.measure.LogLikelihoodMeasure`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from llm_attrib.demo.training import EpochHook, log_likelihoods, train_causal_lm
+from llm_attrib.demo.training import EpochHook, train_causal_lm
 
 
 @dataclass
@@ -42,14 +41,3 @@ class DemoRetrainer:
             "lr": self.lr,
             "batch_size": self.batch_size,
         }
-
-
-@dataclass
-class LogLikelihoodMeasure:
-    """``measure(model, records) -> [n]`` float64 log Pr(completion | prompt) (documents: all tokens after the first)."""
-
-    tokenizer: Any
-    batch_size: int = 32
-
-    def __call__(self, model: torch.nn.Module, records: Sequence[Mapping[str, Any]]) -> torch.Tensor:
-        return log_likelihoods(model, self.tokenizer, records, self.batch_size)

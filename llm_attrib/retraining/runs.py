@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from llm_attrib.errors import CacheMismatchError
-from llm_attrib.evaluation.retrain import DemoRetrainer
+from llm_attrib.retraining.retrain import DemoRetrainer
 from llm_attrib.store import data_fingerprint, load_tensors, model_fingerprint, save_tensors
 
 N_CHECKPOINTS = 4
