@@ -4,22 +4,30 @@ then ``.values_`` (float ``[n_train]``, higher = more valuable) and ``.result_``
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
+from sklearn.utils._param_validation import Interval, InvalidParameterError
 from sklearn.utils.validation import check_X_y
 
 from llm_attrib.errors import UserInputError
 from llm_attrib.valuation.result import ValuationResult
 from llm_attrib.valuation.utility import Scorer, Utility
 
+AT_LEAST_ONE = Interval(Integral, 1, None, closed="left")
+NON_NEGATIVE = Interval(Real, 0, None, closed="left")
+POSITIVE = Interval(Real, 0, None, closed="neither")
+
 
 class Valuation(BaseEstimator, ABC):
-    """Base of all valuation methods. Subclasses implement `_value`."""
+    """Base of all valuation methods. Subclasses implement `_value` and declare what their parameters allow in
+    ``_parameter_constraints`` (scikit-learn's), checked when `fit` starts."""
 
     method_name: ClassVar[str]
     needs_validation: ClassVar[bool] = True
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {}
 
     def fit(
         self,
@@ -29,6 +37,10 @@ class Valuation(BaseEstimator, ABC):
         y_val: Any | None = None,
     ) -> "Valuation":
         """Value each of the ``n_train`` rows of ``X_train`` (float features ``[n_train, d]``)."""
+        try:
+            self._validate_params()
+        except InvalidParameterError as error:
+            raise UserInputError(f"{self.method_name}: {error}") from None
         X_train, y_train = _check_data(X_train, y_train, "training")
         if X_val is None or y_val is None:
             if self.needs_validation:
@@ -60,6 +72,7 @@ class UtilityValuation(Valuation):
     estimator: Any
     scorer: Any
     default_score: float
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {"default_score": [Real], "n_jobs": [None, Integral]}
 
     def make_utility(self, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
                      cache: bool = True, default_scorer: str | Scorer | None = None) -> Utility:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from llm_attrib.valuation.base import POSITIVE
 from llm_attrib.valuation.semivalue import Semivalue
 from llm_attrib.valuation.semivalue_weights import LogWeight, beta_log_weight
 from llm_attrib.valuation.stopping import StoppingCriterion
@@ -23,6 +24,7 @@ class BetaShapley(Semivalue):
     cost whatever the sampler (other parameters: see `Semivalue`)."""
 
     method_name = "beta-shapley"
+    _parameter_constraints = {**Semivalue._parameter_constraints, "alpha": [POSITIVE], "beta": [POSITIVE]}
 
     def __init__(self, estimator: Any, alpha: float = 16.0, beta: float = 1.0,
                  stopping: StoppingCriterion | int = 100, sampler: str = "permutation",

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from llm_attrib.data import load_records
 from llm_attrib.distributed import require_one_process
 from llm_attrib.errors import UserInputError
 from llm_attrib.valuation.estimators import ESTIMATORS, make_estimator
@@ -19,9 +20,6 @@ from llm_attrib.valuation.knn_shapley import resolve_task
 from llm_attrib.valuation.registry import VALUATION_METHODS, make_method
 from llm_attrib.valuation.result import ValuationResult
 from llm_attrib.valuation.text import POOLINGS, embed_texts, load_embedding_model, text_columns
-
-DATA_BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("value", help="data valuation: one value per training row (higher = more valuable)",
@@ -54,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError("--text-column needs --embed-model, a local Hugging Face model folder")
     to_arrays = (text_embedder(args.embed_model, args.text_column, args.label_column, args.pooling) if args.text_column
                  else numeric_features(args.feature_columns, args.label_column))
-    X_train, y_train = to_arrays(load_table(args.data), args.data)
+    X_train, y_train = to_arrays(load_records(args.data), args.data)
     X_val = y_val = None
     if args.val_data:
-        X_val, y_val = to_arrays(load_table(args.val_data), args.val_data)
+        X_val, y_val = to_arrays(load_records(args.val_data), args.val_data)
     start = time.perf_counter()
     result = value_arrays(args.method, X_train, y_train, X_val, y_val, estimator=args.estimator, task=args.task,
                           seed=args.seed, n_jobs=args.n_jobs, params=dict(parse_param(text) for text in args.param))
@@ -71,23 +69,16 @@ def value_arrays(method: str, X_train: np.ndarray, y_train: np.ndarray, X_val: n
                  y_val: np.ndarray | None = None, *, estimator: str = "logistic", task: str = "auto", seed: int = 0,
                  n_jobs: int = 1, params: dict[str, Any] | None = None, progress: bool = True) -> ValuationResult:
     """Value each row of ``X_train`` ``[rows, features]`` for predicting ``y_train`` with ``method`` (a name in
-    `VALUATION_METHODS`, built with ``params``) on the base model ``estimator``; higher = more valuable."""
+    `VALUATION_METHODS`, built with ``params``) on the base model ``estimator``; higher = more valuable.
+    Classification needs at least two classes in ``y_train``."""
     task = resolve_task(task, y_train)
+    classes = np.unique(y_train)
+    if task == "classification" and len(classes) < 2:
+        raise UserInputError(f"the training labels have a single class ({classes.tolist()}): classification needs at "
+                             "least two; check the label column, or pass task='regression' (--task regression)")
     shared = {"estimator": make_estimator(estimator, task, seed), "random_state": seed, "n_jobs": n_jobs,
               "task": task, "progress": progress}
     return make_method(method, shared, **(params or {})).fit(X_train, y_train, X_val, y_val).result_
-
-
-def load_table(path: str) -> Any:
-    """A `datasets.Dataset` read from a local file."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in DATA_BUILDERS:
-        raise UserInputError(f"cannot read {path}: use a {', '.join(DATA_BUILDERS)} file")
-    if not Path(path).is_file():
-        raise UserInputError(f"no such data file: {path}")
-    from datasets import load_dataset
-
-    return load_dataset(DATA_BUILDERS[suffix], data_files=str(path), split="train")
 
 
 TableArrays = Callable[[Any, str], tuple[np.ndarray, np.ndarray]]

@@ -9,12 +9,13 @@ learners trained on the rest, so it scores low. A point never out of bag gets Na
 from __future__ import annotations
 
 from functools import partial
+from numbers import Integral
 from typing import Any, Callable
 
 import numpy as np
 from sklearn.base import clone, is_classifier
 
-from llm_attrib.valuation.base import Valuation
+from llm_attrib.valuation.base import AT_LEAST_ONE, POSITIVE, Valuation
 from llm_attrib.valuation.parallel import parallel_map, root_entropy, split_evenly, task_rng
 from llm_attrib.valuation.result import ValuationResult
 
@@ -60,6 +61,7 @@ class DataOOB(Valuation):
 
     method_name = "data-oob"
     needs_validation = False
+    _parameter_constraints = {"n_estimators": [AT_LEAST_ONE], "max_samples": [POSITIVE], "n_jobs": [None, Integral]}
 
     def __init__(self, estimator: Any, n_estimators: int = 100, max_samples: float = 1.0,
                  n_jobs: int | None = None, random_state: int | None = None) -> None:

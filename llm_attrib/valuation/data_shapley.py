@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from llm_attrib.valuation.base import UtilityValuation
+from llm_attrib.valuation.base import AT_LEAST_ONE, NON_NEGATIVE, UtilityValuation
 from llm_attrib.valuation.permutation import sample_permutations
 from llm_attrib.valuation.result import ValuationResult
 from llm_attrib.valuation.sampling import as_criterion
@@ -30,6 +30,8 @@ class TMCShapley(UtilityValuation):
     """
 
     method_name = "tmc-shapley"
+    _parameter_constraints = {**UtilityValuation._parameter_constraints, "stopping": [AT_LEAST_ONE, StoppingCriterion],
+                              "truncation_tolerance": [None, NON_NEGATIVE], "permutations_per_round": [AT_LEAST_ONE]}
 
     def __init__(self, estimator: Any, stopping: StoppingCriterion | int = 100,
                  truncation_tolerance: float | None = 0.01, scorer: str | Scorer | None = None,

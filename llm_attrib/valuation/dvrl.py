@@ -13,15 +13,17 @@ REINFORCE learn in a few hundred steps) and negative squared error for regressor
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.base import clone, is_classifier
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import Interval
 from tqdm.auto import tqdm
 
-from llm_attrib.valuation.base import UtilityValuation
+from llm_attrib.valuation.base import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UtilityValuation
 from llm_attrib.valuation.parallel import root_entropy, single_threaded_call
 from llm_attrib.valuation.result import ValuationResult
 from llm_attrib.valuation.torch_estimator import torch_threads
@@ -66,6 +68,10 @@ class DVRL(UtilityValuation):
     """
 
     method_name = "dvrl"
+    _parameter_constraints = {**UtilityValuation._parameter_constraints, **dict.fromkeys(
+        ("n_iterations", "batch_size", "hidden", "layers", "baseline_window"), [AT_LEAST_ONE]),
+        "learning_rate": [POSITIVE], "selection_threshold": [Interval(Real, 0.5, 1, closed="both")],
+        "penalty": [NON_NEGATIVE]}
 
     def __init__(self, estimator: Any, n_iterations: int = 200, batch_size: int = 256, hidden: int = 64,
                  layers: int = 2, learning_rate: float = 1e-2, baseline_window: int = 20,

@@ -23,7 +23,7 @@ from sklearn.metrics import pairwise_distances
 from sklearn.utils.multiclass import type_of_target
 
 from llm_attrib.errors import UserInputError
-from llm_attrib.valuation.base import Valuation
+from llm_attrib.valuation.base import AT_LEAST_ONE, Valuation
 from llm_attrib.valuation.result import ValuationResult
 
 NeighbourScore = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -68,6 +68,7 @@ class KNNShapley(Valuation):
     """
 
     method_name = "knn-shapley"
+    _parameter_constraints = {"n_neighbors": [AT_LEAST_ONE], "batch_size": [AT_LEAST_ONE]}
 
     def __init__(self, n_neighbors: int = 5, task: str = "auto", metric: str = "euclidean",
                  batch_size: int = 256) -> None:

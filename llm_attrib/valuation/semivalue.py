@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from llm_attrib.errors import UserInputError
-from llm_attrib.valuation.base import UtilityValuation
+from llm_attrib.valuation.base import AT_LEAST_ONE, NON_NEGATIVE, UtilityValuation
 from llm_attrib.valuation.msr import SampledUtilities, estimate_semivalue, sample_subsets
 from llm_attrib.valuation.permutation import position_weights, sample_permutations
 from llm_attrib.valuation.result import ValuationResult
@@ -42,6 +42,9 @@ class Semivalue(UtilityValuation):
     After ``fit``, ``samples_`` holds the ``"msr"`` sampler's subsets and utilities (None for
     ``"permutation"``), which `value_samples` can reuse for another weighting without training again.
     """
+
+    _parameter_constraints = {**UtilityValuation._parameter_constraints, "stopping": [AT_LEAST_ONE, StoppingCriterion],
+                              "truncation_tolerance": [None, NON_NEGATIVE], "samples_per_round": [None, AT_LEAST_ONE]}
 
     def __init__(self, estimator: Any, stopping: StoppingCriterion | int = 1000, sampler: str = "msr",
                  subset_distribution: str = "independent", truncation_tolerance: float | None = None,
@@ -78,7 +81,7 @@ class Semivalue(UtilityValuation):
 
 def _by_permutations(method: Semivalue, utility: Utility) -> tuple[ValuationResult, None]:
     estimate = sample_permutations(utility, position_weights(utility.n_train, method.log_weight()),
-                                   method.truncation_tolerance,                                   as_criterion(method.stopping), method.n_jobs,
+                                   method.truncation_tolerance, as_criterion(method.stopping), method.n_jobs,
                                    method.samples_per_round or PERMUTATIONS_PER_ROUND, method.random_state,
                                    method.progress, method.method_name)
     counts = np.full(utility.n_train, estimate.n_permutations)
