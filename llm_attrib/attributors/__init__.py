@@ -16,6 +16,8 @@ and ``damping`` (None = the default), so the suite fits once per curvature and s
 
 from __future__ import annotations
 
+import importlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -25,6 +27,31 @@ from llm_attrib.errors import UserInputError
 if TYPE_CHECKING:
     from llm_attrib.attributors.airrep import SubsetRetraining
     from llm_attrib.attributors.checkpoints import TrainingHistory
+
+ATTRIBUTOR_CLASSES: dict[str, str] = {
+    "influence": "llm_attrib.attributors.influence:InfluenceAttributor",
+    "tracin": "llm_attrib.attributors.tracin:TracInAttributor",
+    "trak": "llm_attrib.attributors.trak:TrakAttributor",
+    "airrep": "llm_attrib.attributors.airrep:AirRepAttributor",
+    "random": "llm_attrib.attributors.text:RandomAttributor",
+    "tfidf": "llm_attrib.attributors.text:TfidfAttributor",
+    "bm25": "llm_attrib.attributors.text:BM25Attributor",
+}
+"""`Attributor.kind` → its class (``module:name``, imported when a saved attributor of that kind is loaded)."""
+
+
+def load_attributor(directory: str | os.PathLike, *args: Any, **runtime: Any) -> Any:
+    """The attributor `save_pretrained` wrote to ``directory``, of whatever class it was, built on ``args`` (what
+    it differentiates: an adapter, checkpoint adapters, a model and tokenizer, or nothing for the text baselines)."""
+    from llm_attrib.attributors.base import read_config
+
+    kind = read_config(directory)["attributor"]
+    if kind not in ATTRIBUTOR_CLASSES:
+        raise UserInputError(f"{directory} holds an attributor of unknown kind {kind!r}; known: "
+                             f"{', '.join(ATTRIBUTOR_CLASSES)}")
+    module, name = ATTRIBUTOR_CLASSES[kind].split(":")
+    return getattr(importlib.import_module(module), name).from_pretrained(directory, *args, **runtime)
+
 
 AttributorFactory = Callable[..., Any]
 """``factory(model, tokenizer, training: TrainingHistory | None = None) -> attributor``."""

@@ -150,7 +150,8 @@ class TrakAttributor(Attributor):
             projections = self._projections(adapter)
             features = self._train_features(m, adapter, projections, train)
             solved, damping = kernel_features(features, self.config.damping)
-            self._fitted.append(ModelFeatures(projections, features, solved.to(features.dtype), damping))
+            # contiguous, like a reloaded copy: the same matmul layout gives bitwise-equal scores after from_pretrained
+            self._fitted.append(ModelFeatures(projections, features, solved.to(features.dtype).contiguous(), damping))
         return self
 
     def _train_features(self, m: int, adapter: Adapter, projections: Mapping[str, KroneckerProjection],
