@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from llm_attrib.adapters.causal_lm import CausalLMAdapter
 from llm_attrib.data import collate, encode_record
 from llm_attrib.demo import default as demo_default
 from llm_attrib.demo import (
@@ -12,7 +13,6 @@ from llm_attrib.demo import (
     cache_root,
     generate_facts,
     load_default,
-    log_likelihoods,
     tiny_gpt2,
     tiny_llama,
     train_causal_lm,
@@ -24,6 +24,11 @@ from llm_attrib.demo.training import torch_threads
 TINY = dict(n_entities=4, docs_per_fact=3, paraphrase_fraction=0.4, n_distractors=10, seed=7)
 TINY_RECIPE = DemoRecipe(n_entities=3, docs_per_fact=2, n_distractors=5, vocab_size=600, n_positions=64, n_embd=32,
                          n_layer=1, n_head=2, epochs=2, batch_size=8)
+
+
+def log_likelihoods(model, tokenizer, records, batch_size=32, **options):
+    """The adapter's measurement of ``records``: the one every attribution score refers to."""
+    return CausalLMAdapter(model, tokenizer, modules="all", **options).measurements(records, batch_size)
 
 
 @pytest.fixture(autouse=True)

@@ -27,9 +27,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from transformers.pytorch_utils import Conv1D
 
-from llm_attrib.data import record_ids
-from llm_attrib.data import IGNORE_INDEX, Encoded, collate
-from llm_attrib.demo.training import encode_records, model_context
+from llm_attrib.adapters.causal_lm import CausalLMAdapter
+from llm_attrib.data import IGNORE_INDEX, Encoded, collate, record_ids
 from llm_attrib.scores import Scores
 
 MLP_PATTERN = r"(^|\.)mlp\.[^.]+$"
@@ -112,7 +111,7 @@ class KronfluencePeer:
         self._train: _Encoded | None = None
 
     def _dataset(self, records: Sequence[Mapping[str, Any]]) -> _Encoded:
-        return _Encoded(encode_records(self.tokenizer, records, max_length=model_context(self.model, self.tokenizer)))
+        return _Encoded(CausalLMAdapter(self.model, self.tokenizer, modules="all").encode(records))
 
     def _loader_kwargs(self) -> Any:
         from kronfluence.utils.dataset import DataLoaderKwargs

@@ -164,7 +164,7 @@ def hidden_state_features(model: nn.Module, tokenizer: Any, records: Sequence[Ma
     hidden size) mean-pooled over its tokens (prompt and completion; padding excluded), layers concatenated.
     Positions count real tokens only, so neither batch size nor padding side changes the result."""
     was_training = model.training
-    adapter = CausalLMAdapter(model, tokenizer, columns=columns, padding_side=padding_side)  # puts it in eval mode
+    adapter = CausalLMAdapter(model, tokenizer, modules="all", columns=columns, padding_side=padding_side)  # eval mode
     parts = []
     for batch in adapter.batches(adapter.encode(records), batch_size):
         hidden = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,

@@ -4,7 +4,7 @@ from llm_attrib.demo.default import DemoBundle, DemoRecipe, cache_root, load_def
 from llm_attrib.demo.facts import FactCorpus, generate_facts
 from llm_attrib.demo.model import tiny_gpt2, tiny_llama
 from llm_attrib.demo.tokenizer import train_tokenizer
-from llm_attrib.demo.training import greedy_correct, log_likelihoods, train_causal_lm
+from llm_attrib.demo.training import greedy_correct, train_causal_lm
 
 __all__ = [
     "DemoBundle",
@@ -14,7 +14,6 @@ __all__ = [
     "generate_facts",
     "greedy_correct",
     "load_default",
-    "log_likelihoods",
     "tiny_gpt2",
     "tiny_llama",
     "train_causal_lm",

@@ -1,8 +1,9 @@
-"""Deterministic small-model training and the causal-LM measurement.
+"""Deterministic small-model training.
 
 `train_causal_lm` is the one training routine used to build the demo model and to retrain it on subsets
 (Linear Datamodeling Score, leave-one-out): on CPU, the same seed and the same records give bitwise-identical
-weights. `log_likelihoods` is the measurement every attribution score refers to.
+weights. Records are encoded by `llm_attrib.adapters.causal_lm.CausalLMAdapter`, which also owns the measurement
+every attribution score refers to (`CausalLMAdapter.measurements`).
 """
 
 from __future__ import annotations
@@ -12,35 +13,13 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from llm_attrib.data import IGNORE_INDEX, Batch, Columns, Encoded, batched, collate, encode_record
+from llm_attrib.adapters.causal_lm import CausalLMAdapter
+from llm_attrib.data import IGNORE_INDEX, Batch, Columns, Encoded, batched, collate
 
 EpochHook = Callable[[int, torch.nn.Module, float], None]
 """``hook(epochs done, model, η)`` after each epoch of `train_causal_lm`, with ``η`` = the epoch's learning rate ×
 its optimizer steps (the weight TracIn gives a checkpoint that stands for the epoch). The model is in train mode
 and training goes on with it: copy it, never modify it."""
-
-
-def model_context(model: torch.nn.Module, tokenizer: Any) -> int:
-    """The longest sequence both the model and the tokenizer accept."""
-    config = model.config
-    positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings")
-    return min(positions, tokenizer.model_max_length)
-
-
-def encode_records(
-    tokenizer: Any,
-    records: Sequence[Mapping[str, Any]],
-    *,
-    max_length: int,
-    columns: Columns = Columns(),
-    append_eos: bool = False,
-) -> list[Encoded]:
-    """`encode_record` over ``records``, naming the record index in errors."""
-    return [
-        encode_record(tokenizer, record, columns=columns, max_length=max_length, append_eos=append_eos,
-                      where=f"record {index}")
-        for index, record in enumerate(records)
-    ]
 
 
 def forward(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -97,8 +76,9 @@ def train_causal_lm(
     machine's core count. An empty ``records`` returns the model unchanged. ``on_epoch_end`` sees the model after
     each epoch (to keep checkpoints) without changing the training.
     """
-    max_length = max_length or model_context(model, tokenizer)
-    encoded = encode_records(tokenizer, records, max_length=max_length, columns=columns, append_eos=append_eos)
+    adapter = CausalLMAdapter(model, tokenizer, modules="all", columns=columns, max_length=max_length,
+                              append_eos=append_eos)
+    encoded = adapter.encode(records)
     if not encoded:
         return model.eval()
     with torch_threads(num_threads):
@@ -143,45 +123,6 @@ def _optimise(
 
 
 @torch.no_grad()
-def _per_token(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    records: Sequence[Mapping[str, Any]],
-    batch_size: int,
-    columns: Columns,
-    append_eos: bool,
-    padding_side: str,
-) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Per batch: (token log-probs ``[B, T-1]``, argmax predictions ``[B, T-1]``, targets ``[B, T-1]``)."""
-    encoded = encode_records(tokenizer, records, max_length=model_context(model, tokenizer), columns=columns,
-                             append_eos=append_eos)
-    was_training = model.training
-    model.eval()
-    out = []
-    for chunk in batched(encoded, batch_size):
-        batch = collate(chunk, pad_token_id=tokenizer.pad_token_id, padding_side=padding_side)
-        logits = forward(model, batch)
-        out.append((token_log_probs(logits, batch.labels), logits[:, :-1].argmax(-1), batch.labels[:, 1:]))
-    model.train(was_training)
-    return out
-
-
-def log_likelihoods(
-    model: torch.nn.Module,
-    tokenizer: Any,
-    records: Sequence[Mapping[str, Any]],
-    batch_size: int = 32,
-    *,
-    columns: Columns = Columns(),
-    append_eos: bool = False,
-    padding_side: str = "right",
-) -> torch.Tensor:
-    """``[n]`` float64: Σ log Pr(token | prefix) over each record's scored tokens (completion, or document
-    tokens after the first). Higher = more likely; padding contributes nothing."""
-    parts = _per_token(model, tokenizer, records, batch_size, columns, append_eos, padding_side)
-    return torch.cat([log_probs.double().sum(dim=1) for log_probs, _, _ in parts]) if parts else torch.zeros(0)
-
-
 def greedy_correct(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -191,7 +132,9 @@ def greedy_correct(
     columns: Columns = Columns(),
 ) -> torch.Tensor:
     """``[n]`` bool: greedy decoding from the prompt reproduces every scored token (the completion)."""
-    parts = _per_token(model, tokenizer, records, batch_size, columns, False, "right")
-    return torch.cat([
-        ((predicted == targets) | (targets == IGNORE_INDEX)).all(dim=1) for _, predicted, targets in parts
-    ]) if parts else torch.zeros(0, dtype=torch.bool)
+    adapter = CausalLMAdapter(model, tokenizer, modules="all", columns=columns)
+    correct = []
+    for batch in adapter.batches(adapter.encode(records), batch_size):
+        predicted, targets = adapter.logits(batch)[:, :-1].argmax(-1), batch.labels[:, 1:]
+        correct.append(((predicted == targets) | (targets == IGNORE_INDEX)).all(dim=1))
+    return torch.cat(correct) if correct else torch.zeros(0, dtype=torch.bool)

@@ -15,9 +15,9 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from llm_attrib.data import collate
+from llm_attrib.adapters.causal_lm import CausalLMAdapter
 from llm_attrib.demo.facts import FactCorpus
-from llm_attrib.demo.training import encode_records, forward, log_likelihoods, model_context, token_log_probs
+from llm_attrib.demo.training import forward, token_log_probs
 from llm_attrib.evaluation.metrics import mean_reciprocal_rank, recall_at_k
 from llm_attrib.scores import Scores
 
@@ -64,16 +64,16 @@ def sgd_step_gain(
     of ``documents``; the model's weights are restored afterwards."""
     params = [p for p in model.parameters() if p.requires_grad]
     saved = [p.detach().clone() for p in params]
-    before = float(log_likelihoods(model, tokenizer, [query])[0])
-    batch = collate(encode_records(tokenizer, documents, max_length=model_context(model, tokenizer)),
-                    pad_token_id=tokenizer.pad_token_id)
+    adapter = CausalLMAdapter(model, tokenizer, modules="all")
+    before = float(adapter.measurements([query])[0])
+    batch = adapter.collate(adapter.encode(documents))
     model.zero_grad(set_to_none=True)
     (-token_log_probs(forward(model, batch), batch.labels).sum()).backward()
     with torch.no_grad():
         for p in params:
             if p.grad is not None:
                 p.add_(p.grad, alpha=-lr)
-    after = float(log_likelihoods(model, tokenizer, [query])[0])
+    after = float(adapter.measurements([query])[0])
     with torch.no_grad():
         for p, value in zip(params, saved):
             p.copy_(value)

@@ -19,4 +19,4 @@ class LogLikelihoodMeasure:
     batch_size: int = 32
 
     def __call__(self, model: torch.nn.Module, records: Sequence[Mapping[str, Any]]) -> torch.Tensor:
-        return CausalLMAdapter(model, self.tokenizer).measurements(records, self.batch_size)
+        return CausalLMAdapter(model, self.tokenizer, modules="all").measurements(records, self.batch_size)
