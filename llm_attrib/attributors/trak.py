@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from llm_attrib.adapters.base import Adapter
 from llm_attrib.attributors.base import Attributor, make_config
@@ -37,6 +36,7 @@ from llm_attrib.config import Config, at_least, damping_check, option
 from llm_attrib.data import batched, record_ids
 from llm_attrib.distributed import gather_columns, shard_batches
 from llm_attrib.errors import CurvatureError, UserInputError
+from llm_attrib.progress import progress as tracked
 from llm_attrib.projection import RANDOM_MATRICES, KroneckerProjection, layer_projections
 from llm_attrib.scores import Scores
 from llm_attrib.store import load_tensors, save_tensors
@@ -227,7 +227,7 @@ def projected_gradients(adapter: Adapter, projections: Mapping[str, KroneckerPro
     weight = adapter.layers[0].module.weight
     rows = [torch.zeros(0, sum(p.dim for p in projections.values()), device=weight.device,
                         dtype=working_precision(weight.detach()[:0]).dtype)]
-    for start, records in tqdm(chunks, desc="trak gradients", disable=not progress):
+    for start, records in tracked(chunks, "trak gradients", enabled=progress):
         batch = adapter.collate(adapter.encode(records, first_index=start))
         with LayerCapture(adapter.layers) as capture:
             objective = adapter.measure(batch) if measure else adapter.log_prob(batch)

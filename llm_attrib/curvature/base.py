@@ -18,12 +18,12 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from llm_attrib.adapters.base import Adapter
 from llm_attrib.capture import LayerCapture, TrackedLayer
 from llm_attrib.distributed import process_seed, shard, sum_across_processes
 from llm_attrib.errors import CurvatureError, UserInputError
+from llm_attrib.progress import progress as tracked
 
 Grads = dict[str, torch.Tensor]
 """Per-layer gradient matrices ``{layer name: [n, d_out, d_in(+1)]}``."""
@@ -72,8 +72,8 @@ def gradient_passes(
     if fisher not in FISHER_TARGETS:
         raise UserInputError(f"fisher must be one of {FISHER_TARGETS}, not {fisher!r}")
     local = shard(examples)
-    for batch in tqdm(adapter.batches(local, batch_size), desc=description, disable=not progress,
-                      total=-(-len(local) // batch_size)):
+    for batch in tracked(adapter.batches(local, batch_size), description, total=-(-len(local) // batch_size),
+                         enabled=progress):
         mask = adapter.token_mask(batch)
         with LayerCapture(layers) as capture:
             if fisher == "sampled":

@@ -21,8 +21,8 @@ import torch
 from sklearn.base import clone, is_classifier
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import Interval
-from tqdm.auto import tqdm
 
+from llm_attrib.progress import progress
 from llm_attrib.valuation.base import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UtilityValuation
 from llm_attrib.valuation.parallel import root_entropy, single_threaded_call
 from llm_attrib.valuation.result import ValuationResult
@@ -113,7 +113,7 @@ class DVRL(UtilityValuation):
         batch_size = min(self.batch_size, n)
         baseline = utility(np.arange(n))
         seen = np.zeros(n, dtype=int)
-        for _ in tqdm(range(self.n_iterations), desc="DVRL", disable=not self.progress):
+        for _ in progress(range(self.n_iterations), "DVRL", enabled=self.progress, unit="iterations"):
             batch = rng.choice(n, batch_size, replace=False)
             seen[batch] += 1
             probabilities = network(features[batch])

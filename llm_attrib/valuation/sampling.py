@@ -7,8 +7,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 from joblib import effective_n_jobs
-from tqdm.auto import tqdm
 
+from llm_attrib.progress import Progress
 from llm_attrib.valuation.parallel import parallel_map, split_evenly
 from llm_attrib.valuation.stopping import MaxIterations, SamplingState, StoppingCriterion
 
@@ -47,7 +47,7 @@ def sample_until(
     """
     budget = stopping.budget()
     previous = None
-    with tqdm(total=budget, desc=description, disable=not progress, unit="sample") as bar:
+    with Progress(description, total=budget, enabled=progress, unit="samples") as bar:
         while True:
             size = tasks_per_round if budget is None else min(tasks_per_round, budget - accumulator.n_iterations)
             tasks = np.arange(accumulator.n_iterations, accumulator.n_iterations + max(size, 1))
