@@ -46,7 +46,7 @@ def test_factored_preconditioning_is_exact_when_fisher_factorises(kind):
 def test_ekfac_eigenvalues_equal_brute_force_correction(gpt2, tokenizer, train_records):
     adapter = CausalLMAdapter(gpt2, tokenizer)
     attributor = InfluenceAttributor(adapter, "ekfac", fisher="empirical", batch_size=3).fit(train_records)
-    per_example = attributor._gradients(train_records, measure=False)
+    per_example = attributor.gradients(train_records, measure=False)
     state = attributor.curvature.state
     for name, grads in per_example.items():
         rotated = state[f"{name}/g_eigenvectors"].T @ grads @ state[f"{name}/a_eigenvectors"]

@@ -33,7 +33,7 @@ def test_hook_gradients_equal_autograd(request, tokenizer, train_records, query_
         assert adapter.layers and all(".lora_" in layer.name for layer in adapter.layers)
     attributor = InfluenceAttributor(adapter, "identity", batch_size=4)
     for records, measure in ((train_records[:5], False), (query_records, True)):
-        batched = attributor._gradients(records, measure=measure)
+        batched = attributor.gradients(records, measure=measure)
         for index, record in enumerate(records):
             expected = autograd_gradients(adapter, record, measure)
             for name, grad in expected.items():
