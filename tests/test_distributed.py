@@ -88,7 +88,7 @@ def distributed(tmp_path_factory) -> dict[str, dict[str, torch.Tensor]]:
     """Rank 0's results of every case under 2 processes (one spawn for all cases)."""
     out = str(tmp_path_factory.mktemp("distributed") / "rank0.pt")
     mp.spawn(_worker, args=(_free_port(), out), nprocs=WORLD_SIZE, join=True)
-    return torch.load(out)
+    return torch.load(out, weights_only=True)
 
 
 @pytest.mark.parametrize("case", list(CASES))
