@@ -112,13 +112,15 @@ COMMON = ("the a of to and in on at with from by for is was as it this that he s
           "house road tree water light town time hand door field stone wind night old new small long").split()
 
 
-CORPUS_SEED = 4
-"""Over corpus seeds 0-7 the decoy's 24 p-values looked uniform (one of them 0.001, at seed 0) and the planted work was
-flagged for all 16 given outputs; for the generated one in 5 of 8 (elsewhere the model recites the record, then
-strays, and the work lowers the stray words' probability more than it raises the recited ones)."""
+SEEDS = range(8)
+"""The end-to-end audit runs on corpora of 8 seeds, each with its own model, and its claims are stated as rates over
+them (measured on one CPU: the planted work flagged for 16 of 16 given outputs and 6 of 8 generated ones, the decoy
+for 0 of 24; the model recites at least 8 words of the record in 7 of 8, elsewhere it recites some, then strays, and
+the work lowers the stray words' probability more than it raises the recited ones). Training is not bit-exact across
+CPUs, so each threshold leaves room below what was measured; chance for a flag is below alpha = 0.01 per test."""
 
 
-def corpus(seed: int = CORPUS_SEED) -> tuple[list[dict], list[dict]]:
+def corpus(seed: int) -> tuple[list[dict], list[dict]]:
     """Training records and outputs. "planted" (8 records of made-up words, unlike anything else) is reproduced by
     the outputs; "decoy" (8 records) is a protected work the model was trained on too, but its text comes from the
     same generator as the 40 unprotected records and the outputs share nothing with it: under the null by design."""
@@ -136,10 +138,9 @@ def corpus(seed: int = CORPUS_SEED) -> tuple[list[dict], list[dict]]:
     return records, outputs
 
 
-@pytest.fixture(scope="module")
-def audit_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("audit")
-    records, outputs = corpus()
+def build_audit(folder, seed: int) -> tuple[list[dict], list[dict]]:
+    """Train a tiny GPT-2 on the corpus of ``seed`` and write model, training data and outputs into ``folder``."""
+    records, outputs = corpus(seed)
     tokenizer = train_tokenizer([r["text"] for r in records], 400, model_max_length=48)
     model = tiny_gpt2(len(tokenizer), n_positions=48, n_embd=32, n_layer=2, n_head=2, seed=0,
                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -150,7 +151,13 @@ def audit_files(tmp_path_factory):
     tokenizer.save_pretrained(folder / "model")
     (folder / "train.jsonl").write_text("".join(json.dumps({**r, "empty": ""}) + "\n" for r in records))
     (folder / "outputs.jsonl").write_text("".join(json.dumps(o) + "\n" for o in outputs))
-    return folder, records, outputs
+    return records, outputs
+
+
+@pytest.fixture(scope="module")
+def audit_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("audit")
+    return (folder, *build_audit(folder, SEEDS[0]))
 
 
 def audit_args(folder, *extra: str) -> list[str]:
@@ -158,33 +165,84 @@ def audit_args(folder, *extra: str) -> list[str]:
             "--work-column", "work", "--draws", "999", "--output-dir", str(folder / "report"), *extra]
 
 
-def test_audit_flags_the_planted_work_not_the_decoy_with_verbatim_evidence(audit_files, capsys):
-    folder, records, outputs = audit_files
-    assert main(audit_args(folder, "--outputs", str(folder / "outputs.jsonl"))) == 0
-    console = capsys.readouterr().out
-    assert "FLAGGED" in console and "flagged: planted;" in console
-    report = json.loads((folder / "report" / "audit.json").read_text())
-    assert report["flagged_works"] == ["planted"]
-    meta = report["metadata"]
-    assert meta["method"] == "influence-ekfac" and "raise" in meta["sign"] and meta["test"]["correction"] == "holm"
-    assert meta["n_unprotected_records"] == 40 and meta["test"]["alpha"] == 0.01 and meta["model_fingerprint"]
-    findings = {(f["output"], f["work"]): f for f in report["findings"]}
-    # the third output's completion was generated: the model recites the rest of record planted2 (9 words), then strays
-    recited = records[2]["text"].split()[5:]
-    assert report["outputs"][2]["generated"] and report["outputs"][2]["completion"].split()[:9] == recited
-    spans = [outputs[0]["completion"].strip(), outputs[1]["completion"].strip(), " ".join(recited)]
-    for q, source in enumerate(["planted0", "planted5", "planted2"]):
-        planted, decoy = findings[q, "planted"], findings[q, "decoy"]
-        assert planted["flagged"] and planted["p_value"] == 1 / 1000 and planted["adjusted_p"] < 0.01
-        assert not decoy["flagged"] and decoy["adjusted_p"] > 0.05
-        # lexical evidence: the reproduced words are found verbatim, in the record they were taken from
-        assert planted["overlap"]["text"] == spans[q] and planted["overlap"]["words"] == len(spans[q].split())
-        assert planted["overlap_record"] == source and planted["top_records"][0]["train_id"] == source
-        # the output positions' parts are a decomposition of the work's group score
-        assert planted["token_parts_sum"] == pytest.approx(planted["score"], rel=1e-3)
-        assert any(token["in_completion"] for token in planted["output_tokens"])
-    markdown = (folder / "report" / "audit.md").read_text()
-    assert "Sign: positive" in markdown and "holm" in markdown and "**FLAGGED**" in markdown
+@pytest.fixture(scope="module")
+def audits(audit_files, tmp_path_factory):
+    """``[(records, outputs, audit.json, console)]``, one per seed of `SEEDS`, each audited through the CLI."""
+    import contextlib
+    import io
+
+    results = []
+    for seed in SEEDS:
+        folder = audit_files[0] if seed == SEEDS[0] else tmp_path_factory.mktemp(f"audit-seed{seed}")
+        records, outputs = audit_files[1:] if seed == SEEDS[0] else build_audit(folder, seed)
+        console = io.StringIO()
+        with contextlib.redirect_stdout(console):
+            assert main(audit_args(folder, "--outputs", str(folder / "outputs.jsonl"))) == 0
+        report = json.loads((folder / "report" / "audit.json").read_text())
+        results.append((records, outputs, report, console.getvalue(), (folder / "report" / "audit.md").read_text()))
+    return results
+
+
+def test_audit_report_states_its_method_test_and_verdicts(audits):
+    for records, outputs, report, console, markdown in audits:
+        meta = report["metadata"]
+        assert meta["method"] == "influence-ekfac" and "raise" in meta["sign"] and meta["test"]["correction"] == "holm"
+        assert meta["n_unprotected_records"] == 40 and meta["test"]["alpha"] == 0.01 and meta["model_fingerprint"]
+        assert report["flagged_works"] == sorted({f["work"] for f in report["findings"] if f["flagged"]})
+        assert [o["generated"] for o in report["outputs"]] == [False, False, True]
+        assert [o["completion"] for o in report["outputs"][:2]] == [o["completion"] for o in outputs[:2]]
+        assert "Sign: positive" in markdown and "holm" in markdown
+        if report["flagged_works"]:
+            assert "FLAGGED" in console and f"flagged: {', '.join(report['flagged_works'])};" in console
+            assert "**FLAGGED**" in markdown
+        for finding in report["findings"]:
+            assert finding["flagged"] == (finding["adjusted_p"] < 0.01)
+            if finding["flagged"]:  # the output positions' parts are a decomposition of the work's group score
+                assert finding["token_parts_sum"] == pytest.approx(finding["score"], rel=1e-3)
+                assert any(token["in_completion"] for token in finding["output_tokens"])
+
+
+def test_given_outputs_that_reproduce_the_planted_work_are_flagged_with_verbatim_evidence(audits):
+    """Over 8 seeds × 2 given outputs (each copies 8 words of a planted record): the words are found verbatim in that
+    record (lexical: exact on any build); the planted work is flagged for at least 14 of 16 (measured 16), each flag at
+    the smallest p-value the 999 draws allow, and that record is the work's top record for at least 14 (measured 16)."""
+    flagged = top_is_source = 0
+    for records, outputs, report, _, _ in audits:
+        findings = {(f["output"], f["work"]): f for f in report["findings"]}
+        for q, source in ((0, "planted0"), (1, "planted5")):
+            planted = findings[q, "planted"]
+            span = outputs[q]["completion"].strip()
+            assert planted["overlap"]["text"] == span and planted["overlap"]["words"] == 8
+            assert planted["overlap_record"] == source
+            if planted["flagged"]:
+                flagged += 1
+                assert planted["p_value"] == 1 / 1000 and planted["adjusted_p"] < 0.01
+            top_is_source += planted["top_records"][0]["train_id"] == source
+    assert flagged >= 14 and top_is_source >= 14
+
+
+def test_the_decoy_work_is_not_flagged(audits):
+    """The decoy is under the null by design: flagged for at most 1 of its 24 (output, seed) tests (measured 0;
+    Holm at alpha 0.01 bounds the chance of any false flag per audit by 1%)."""
+    decoy_flags = [f["flagged"] for _, _, report, _, _ in audits for f in report["findings"] if f["work"] == "decoy"]
+    assert len(decoy_flags) == 3 * len(SEEDS) and sum(decoy_flags) <= 1
+
+
+def test_generated_outputs_recite_the_planted_record_and_are_flagged_at_a_stated_rate(audits):
+    """The third output's completion is generated from the first 5 words of planted2. Over 8 seeds the model recites
+    at least 5 of the record's next words in at least 6 (measured 7 with at least 8 words), the overlap evidence finds
+    at least the recited words in planted2, and the planted work is flagged in at least 4 (measured 6)."""
+    reciting = flagged = 0
+    for records, _, report, _, _ in audits:
+        record = records[2]["text"].split()[5:]
+        generated = report["outputs"][2]["completion"].split()
+        recited = next((i for i, (a, b) in enumerate(zip(generated, record)) if a != b), min(len(generated), len(record)))
+        planted = {f["work"]: f for f in report["findings"] if f["output"] == 2}["planted"]
+        if recited >= 5:
+            reciting += 1
+            assert planted["overlap_record"] == "planted2" and planted["overlap"]["words"] >= recited
+        flagged += planted["flagged"]
+    assert reciting >= 6 and flagged >= 4
 
 
 @pytest.mark.parametrize("extra, message", [
