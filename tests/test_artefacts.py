@@ -291,6 +291,9 @@ def test_text_attributors_reload_to_bitwise_equal_scores(make, train_records, qu
     expected, got = attributor.score(query_records, train_records), reloaded.score(query_records, train_records)
     assert torch.equal(got.values, expected.values) and got.train_ids == expected.train_ids
     assert got.method == attributor.name == attributor.kind
+    from llm_attrib.attributors import load_attributor
+
+    assert torch.equal(load_attributor(tmp_path).score(query_records).values, expected.values)
     with pytest.raises(CacheMismatchError, match="columns"):
         type(attributor).from_pretrained(tmp_path, columns=Columns(text="body"))
     with pytest.raises(UserInputError, match="differ from those given to fit"):
