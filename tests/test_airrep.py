@@ -102,11 +102,24 @@ def small_airrep(gpt2, tokenizer):
     return make
 
 
-def test_scores_do_not_depend_on_batch_size_or_padding_side(gpt2, tokenizer, train_records, query_records):
+def test_hidden_state_features_do_not_depend_on_batch_size_or_padding_side(gpt2, tokenizer, train_records,
+                                                                          query_records):
     reference = hidden_state_features(gpt2, tokenizer, query_records + train_records, batch_size=32)
     for batch_size, side in [(1, "right"), (3, "left"), (5, "right")]:
         torch.testing.assert_close(hidden_state_features(gpt2, tokenizer, query_records + train_records,
                                                          batch_size=batch_size, padding_side=side), reference)
+
+
+def test_scores_do_not_depend_on_batch_size_or_padding_side(small_airrep, train_records, query_records, tmp_path):
+    """The same encoder (trained once, then loaded from the cache: these options are not part of its key) scores
+    the same whatever the batch size and padding side of the feature passes over queries and training records."""
+    reference = small_airrep(cache_dir=tmp_path).fit(train_records).score(query_records, train_records).values
+    for batch_size, side in [(1, "right"), (3, "left"), (5, "right")]:
+        attributor = small_airrep(cache_dir=tmp_path, batch_size=batch_size, padding_side=side).fit(train_records)
+        assert attributor.retrain_seconds == 0.0
+        torch.testing.assert_close(attributor.score(query_records, train_records).values, reference,
+                                   rtol=1e-10, atol=1e-12)
+    assert reference.abs().max() > 0
 
 
 def test_fit_is_deterministic_sign_and_units(small_airrep, train_records, query_records):
