@@ -34,19 +34,20 @@ class Progress:
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
-        elif self.enabled and time.monotonic() - self.last_line >= LOG_EVERY_S:
-            self._log()
+        elif self.enabled and (now := time.monotonic()) - self.last_line >= LOG_EVERY_S:
+            self._log(now)
 
     def close(self) -> None:
         """End the bar, or print the last count if a line was printed or the step took `LOG_EVERY_S` or longer."""
         if self.bar is not None:
             self.bar.close()
-        elif self.enabled and self.logged_done != self.done and (
-                self.logged_done is not None or time.monotonic() - self.start >= LOG_EVERY_S):
-            self._log()
-
-    def _log(self) -> None:
+            return
         now = time.monotonic()
+        shown = self.logged_done is not None or now - self.start >= LOG_EVERY_S
+        if self.enabled and shown and self.logged_done != self.done:
+            self._log(now)
+
+    def _log(self, now: float) -> None:
         count = f"{self.done}/{self.total} {self.unit} ({100 * self.done / self.total:.0f}%)" if self.total else (
             f"{self.done} {self.unit}")
         print(f"{self.description}: {count}, {now - self.start:.0f} s", file=sys.stderr, flush=True)

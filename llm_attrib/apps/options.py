@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 import torch
@@ -91,8 +90,9 @@ def make_adapter(args: argparse.Namespace) -> CausalLMAdapter:
 
 
 def show_progress() -> bool:
-    """Progress bars on an interactive terminal, drawn by rank 0 only (several processes share the terminal)."""
-    return sys.stderr.isatty() and is_main_process()
+    """Progress of long steps, shown by rank 0 only (several processes share stderr): a bar on a terminal, a line
+    every 10 s in a log (`llm_attrib.progress`)."""
+    return is_main_process()
 
 
 def make_attributor(args: argparse.Namespace, adapter: CausalLMAdapter) -> InfluenceAttributor:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from llm_attrib.adapters.base import Adapter
 from llm_attrib.attributors.base import Attributor, make_config
@@ -23,8 +22,9 @@ from llm_attrib.capture import TrackedLayer
 from llm_attrib.config import ConfigError
 from llm_attrib.contraction import QueryMatrices, query_matrices
 from llm_attrib.curvature import Curvature, Grads, make_curvature
-from llm_attrib.distributed import gather_columns, shard_batches
+from llm_attrib.distributed import gather_columns, shard_batches, shard_bounds
 from llm_attrib.errors import UserInputError
+from llm_attrib.progress import progress as tracked
 from llm_attrib.scores import Scores
 from llm_attrib.store import data_fingerprint, tensors_fingerprint
 
@@ -158,6 +158,10 @@ class InfluenceAttributor(Attributor):
         store = ChunkStore(output_dir, self._chunk_metadata(queries, rank)) if output_dir is not None else None
         columns = ScoreColumns(len(queries), per_module, per_token, [layer.name for layer in self.adapter.layers])
         query_sq_norm = torch.zeros(len(queries), dtype=torch.float64)
+        n_batches = None  # this process's training batches per pass, where ``train`` has a length
+        if hasattr(train, "__len__"):
+            first, stop = shard_bounds(len(train))
+            n_batches = -(-(stop - first) // self.config.batch_size)
         for part, layers in enumerate(self.partitions()):
             grads = self.gradients(queries, measure=True, layers=layers)
             query_sq_norm += gradient_squared_norms(grads).cpu()
@@ -166,8 +170,8 @@ class InfluenceAttributor(Attributor):
                                 for name, p in self.curvature.precondition(grads).items()}
                 del grads
                 chunks = shard_batches(train, self.config.batch_size)
-                for start, records in tqdm(chunks, desc=f"{self.name} scores {part + 1}/{len(self.partitions())}",
-                                           disable=not self.progress):
+                for start, records in tracked(chunks, f"{self.name} scores {part + 1}/{len(self.partitions())}",
+                                              total=n_batches, enabled=self.progress):
                     chunk = store.load(part, start, records) if store is not None else None
                     if chunk is None:
                         chunk = self._score_chunk(start, records, layers, contractions, per_token)
