@@ -12,20 +12,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import NoReturn
+from typing import NoReturn, Sequence
 
 from llm_attrib.distributed import process_group_from_environment
 from llm_attrib.errors import UserInputError
 
-SUBCOMMAND_MODULES = (
-    "llm_attrib.apps.quickstart",
-    "llm_attrib.apps.fit_factors",
-    "llm_attrib.apps.trace",
-    "llm_attrib.apps.audit",
-    "llm_attrib.apps.run",
-    "llm_attrib.valuation.cli",
-    "llm_attrib.evaluation.cli",
-)
+SUBCOMMAND_MODULES = {
+    "quickstart": "llm_attrib.apps.quickstart",
+    "fit-factors": "llm_attrib.apps.fit_factors",
+    "trace": "llm_attrib.apps.trace",
+    "audit": "llm_attrib.apps.audit",
+    "run": "llm_attrib.apps.run",
+    "value": "llm_attrib.valuation.cli",
+    "eval": "llm_attrib.evaluation.cli",
+}
+"""Each subcommand's module; `build_parser` imports only the one a command line names."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -35,11 +36,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for the command line ``argv``: when it names a subcommand, only that subcommand's module is
+    imported (``trace`` imports no evaluation, valuation or demo module); otherwise (no ``argv``, ``--help``, a typo)
+    every subcommand's, to list them all."""
     parser = OneLineParser(prog="llm-attrib", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for module_name in SUBCOMMAND_MODULES:
-        importlib.import_module(module_name).add_parser(subparsers)
+    named = [argv[0]] if argv and argv[0] in SUBCOMMAND_MODULES else list(SUBCOMMAND_MODULES)
+    for command in named:
+        importlib.import_module(SUBCOMMAND_MODULES[command]).add_parser(subparsers)
     for command in subparsers.choices.values():
         command.set_defaults(command_parser=command)  # names the subcommand in errors about stray arguments
     return parser
@@ -57,7 +62,7 @@ def quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
