@@ -8,8 +8,9 @@ suite runs every entry with its benchmark's history. Scores follow the library's
 example raises the query's log-probability.
 
 Damping variants (``influence-kfac@1e-8``, ``influence-ekfac@heuristic``…) exist so that the evaluation suite
-chooses the damping by measurement (DESIGN.md): `DAMPINGS` are compared, while ``influence-kfac`` /
-``influence-ekfac`` use the attributor's default (`llm_attrib.attributors.influence.DEFAULT_DAMPING`).
+chooses the damping by measurement (LDS and the other metrics of its benchmarks), not by habit: `DAMPINGS` are
+compared, while ``influence-kfac`` / ``influence-ekfac`` use the attributor's default
+(`llm_attrib.attributors.influence.DEFAULT_DAMPING`).
 Factories made by `influence` carry ``fit_key`` (same key = same fitted curvature; damping is applied at use)
 and ``damping`` (None = the default), so the suite fits once per curvature and scores every damping.
 """

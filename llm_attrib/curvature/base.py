@@ -15,7 +15,7 @@ it is applied at use, so fitted factors serve any damping.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
 
@@ -211,5 +211,3 @@ def add_to(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None
     value = value.double()
     sums[key] = sums[key] + value if key in sums else value.clone()
 
-
-CurvatureFactory = Callable[..., Curvature]
