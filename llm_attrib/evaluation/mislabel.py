@@ -17,6 +17,7 @@ from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from llm_attrib.attributors.base import Attributor
 from llm_attrib.data import Columns
 from llm_attrib.errors import UserInputError
 from llm_attrib.evaluation.metrics import auroc, precision_at_k
@@ -52,8 +53,11 @@ def swap_completions(
 
 
 def self_influence_scores(attributor: Any, train_records: Sequence[Record]) -> torch.Tensor:
-    """``[n_train]`` self-influence: ``attributor.self_influence`` if it has one, else ``diag(score(train, train))``."""
-    if isinstance(attributor, SelfInfluence):
+    """``[n_train]`` self-influence: ``attributor.self_influence`` if it defines one (an `Attributor` subclass that
+    overrides the base's refusal), else ``diag(score(train, train))``."""
+    defined = (type(attributor).self_influence is not Attributor.self_influence if isinstance(attributor, Attributor)
+               else isinstance(attributor, SelfInfluence))
+    if defined:
         return attributor.self_influence(train_records).detach().double()
     return torch.diagonal(attributor.score(train_records, train_records).values).double()
 
