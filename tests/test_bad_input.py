@@ -14,6 +14,7 @@ from llm_attrib.cli import main
 from llm_attrib.demo.model import tiny_gpt2
 
 LONG_PROMPT = "the cat " * 60  # more tokens than the tiny model's context of 64
+VALUE_RECIPE = Path(__file__).parents[1] / "recipes" / "noisy-labels-value.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +47,15 @@ def files(tmp_path_factory, tokenizer) -> Path:
     return root
 
 
+# command lines; {files} is the fixture's folder, {out} the case's own output folder
 def trace(train: str = "train.jsonl", *extra: str, model: str = "model") -> list[str]:
     return ["trace", "--model", f"{{files}}/{model}", "--train", f"{{files}}/{train}", "--factors", "{out}/factors",
             "--prompt", "the cat", "--completion", " sat", *extra]
+
+
+def value_recipe(*overrides: str) -> list[str]:
+    settings = ["output.dir={out}", *overrides]
+    return ["run", str(VALUE_RECIPE), *(item for setting in settings for item in ("--set", setting))]
 
 
 def value(data: str, *extra: str) -> list[str]:
@@ -79,13 +86,15 @@ CASES = {
     "value empty csv": (value("empty.csv"), "empty.csv: no records"),
     "value one class": (value("one_class.csv"), "single class"),
     "value negative n_estimators": (value("two_classes.csv", "--param", "n_estimators=-5"), "'n_estimators'"),
+    "recipe duplicate ids": (value_recipe("train.id=label"), "train.id 'label': id 0 is given to records 0 and"),
+    "recipe negative n_estimators": (value_recipe("method.options={n_estimators: -5}"), "'n_estimators'"),
 }
 
 
 @pytest.mark.parametrize("argv, message", CASES.values(), ids=CASES.keys())
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, capsys, argv, message):
     out = tmp_path / "out"
-    args = [arg.format(files=files, out=out) for arg in argv]
+    args = [arg.replace("{files}", str(files)).replace("{out}", str(out)) for arg in argv]
     try:
         status = main(args)
     except SystemExit as exit_:  # argparse's own errors
@@ -100,7 +109,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(files, tmp_path, capsys
 
 def test_the_installed_entry_point_prints_one_line_for_a_malformed_file(files, tmp_path):
     """A subprocess sees what the libraries print to the real stderr (loggers, warnings), which capsys cannot."""
-    args = [arg.format(files=files, out=tmp_path) for arg in trace("malformed.jsonl")]
+    args = [arg.replace("{files}", str(files)).replace("{out}", str(tmp_path)) for arg in trace("malformed.jsonl")]
     done = subprocess.run([sys.executable, "-m", "llm_attrib.cli", *args], capture_output=True, text=True,
                           cwd=tmp_path)
     assert done.returncode == 2, done.stderr

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from llm_attrib.data import load_records
+from llm_attrib.data import check_unique_ids, load_records
 from llm_attrib.errors import UserInputError
 
 DEMO = "demo"
@@ -92,7 +92,11 @@ class DataSpec:
             table = table.select(rows)
         if len(table) == 0:
             raise UserInputError(f"{where}: {self.path} split {self.split!r} has no rows")
-        return table, list(table[self.id]) if self.id else rows
+        if self.id is None:
+            return table, rows
+        ids = list(table[self.id])
+        check_unique_ids(ids, f"{where}.id {self.id!r}")
+        return table, ids
 
     def _load_table(self, where: str) -> Any:
         if Path(self.path).exists():
