@@ -48,8 +48,18 @@ def _read_umask() -> int:
     return mask
 
 
-FILE_MODE = 0o666 & ~_read_umask()
+_UMASK = _read_umask()
+FILE_MODE = 0o666 & ~_UMASK
 """Mode of every artefact: what ``open()`` would give under the user's umask (0644 under 022)."""
+DIR_MODE = 0o777 & ~_UMASK
+"""Mode of an artefact folder built in a temporary folder (``mkdtemp`` makes it 0700): 0755 under umask 022."""
+
+
+def apply_umask(folder: str | os.PathLike) -> None:
+    """Give ``folder`` and everything in it the modes of the user's umask (`DIR_MODE`, `FILE_MODE`)."""
+    folder = Path(folder)
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, DIR_MODE if path.is_dir() else FILE_MODE)
 
 
 def _alive(pid: int) -> bool:

@@ -25,6 +25,8 @@ from llm_attrib.data import Columns
 from llm_attrib.errors import CacheMismatchError, UserInputError
 from llm_attrib.prefilter import Prefilter
 from llm_attrib.store import (
+    DIR_MODE,
+    FILE_MODE,
     data_fingerprint,
     load_tensors,
     model_fingerprint,
@@ -81,6 +83,8 @@ def test_the_demo_build_record_holds_under_another_thread_count(tmp_path):
     built = _threads(2, lambda: load_default(tmp_path, recipe=recipe))
     loaded = _threads(1, lambda: load(built.path))
     assert loaded.info["model_fingerprint"] == model_fingerprint(built.model) == model_fingerprint(loaded.model)
+    assert built.path.stat().st_mode & 0o777 == DIR_MODE  # not mkdtemp's 0700
+    assert {p.stat().st_mode & 0o777 for p in built.path.rglob("*") if p.is_file()} == {FILE_MODE}
 
 
 # ----------------------------------------------------------------------------------------- what a cache covers

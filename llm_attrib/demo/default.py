@@ -26,7 +26,7 @@ from llm_attrib.demo.model import tiny_gpt2
 from llm_attrib.demo.tokenizer import train_tokenizer
 from llm_attrib.demo.training import greedy_correct, train_causal_lm
 from llm_attrib.errors import CacheMismatchError
-from llm_attrib.store import data_fingerprint, model_fingerprint
+from llm_attrib.store import apply_umask, data_fingerprint, model_fingerprint
 
 CACHE_NAME = "demo-v2"  # v2: build records hold exact-byte fingerprints (v1 summed floats)
 CORPUS_FILE = "corpus.json"
@@ -121,6 +121,7 @@ def _build_into_place(recipe: DemoRecipe, path: Path, progress: bool) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".building", dir=path.parent))
     try:
         build(recipe, staging, progress)
+        apply_umask(staging)  # mkdtemp made it 0700, and some writers make their files 0600
         if path.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, retired / "build")
