@@ -324,7 +324,7 @@ def _check_json(path: Path) -> None:
         if text.lstrip()[:1] == "[":
             raise UserInputError(f"{path}: line {error.lineno}, column {error.colno}: not valid JSON ({error.msg}); "
                                   "fix that line") from None
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # JSON Lines ends lines with \n only
         if line.strip():
             try:
                 json.loads(line)
