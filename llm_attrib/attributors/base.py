@@ -105,10 +105,11 @@ class Attributor(ABC):
         self._train_ids = record_ids(train)
 
     def _train_fingerprint_of(self, train: Iterable[Any]) -> str:
-        """What identifies a training set for this method (default: every record's full content)."""
+        """What identifies a training set for this method (default: every record's exact content; tensors by their
+        bytes, where ``repr`` would elide them)."""
         from llm_attrib.store import data_fingerprint
 
-        return data_fingerprint([repr(record) for record in train])
+        return data_fingerprint(list(train))
 
     def _check_same_train(self, train: Iterable[Any] | None) -> None:
         """Refuse to score other records than those fitted (methods whose fit keeps per-record features)."""
