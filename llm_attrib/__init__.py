@@ -44,6 +44,7 @@ PUBLIC: dict[str, str] = {
     "ATTRIBUTORS": "llm_attrib.attributors",
     "load_attributor": "llm_attrib.attributors",
     "Prefilter": "llm_attrib.prefilter",
+    "PrefilterConfig": "llm_attrib.prefilter",
     "Config": "llm_attrib.config",
     # results and jobs
     "Scores": "llm_attrib.scores",

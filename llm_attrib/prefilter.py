@@ -17,62 +17,118 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from llm_attrib.attributors.base import STATE_FILE, Attributor, make_config, read_config
 from llm_attrib.attributors.text import BM25Attributor, LexicalAttributor, TfidfAttributor
-from llm_attrib.config import Config
+from llm_attrib.config import Config, at_least, option
 from llm_attrib.data import Columns, record_ids
 from llm_attrib.errors import UserInputError
 from llm_attrib.scores import Scores
-from llm_attrib.store import check_metadata, load_tensors, read_metadata, save_tensors
+from llm_attrib.store import load_tensors, read_metadata, save_tensors
 
 PREFILTERS: dict[str, type[LexicalAttributor]] = {"tfidf": TfidfAttributor, "bm25": BM25Attributor}
 NOT_A_CANDIDATE = float("-inf")
+INNER = "attributor"
+"""The folder of a saved prefilter that holds the attributor it narrows."""
 
 
-def prefilter_file(kind: str) -> str:
-    """The file name of a saved ``kind`` prefilter (``prefilter-bm25.safetensors``)."""
-    return f"prefilter-{kind}.safetensors"
+def prefilter_file(index: str) -> str:
+    """The file name of a saved ``index`` prefilter's lexical index (``prefilter-bm25.safetensors``)."""
+    return f"prefilter-{index}.safetensors"
 
 
-class Prefilter:
-    """Top-``candidates`` training records per query by TF-IDF cosine or BM25 (see the module docstring).
+@dataclass(frozen=True)
+class PrefilterConfig(Config):
+    """Options of `Prefilter`."""
 
-    ``config`` is the index's options (`TfidfConfig`, `BM25Config`); ``columns`` says which record fields hold
-    the text.
+    index: str = option("tfidf", "lexical index that picks the candidates", choices=tuple(PREFILTERS))
+    candidates: int = option(100, "training records kept per query (the others are not scored)", check=at_least(1))
+
+
+class Prefilter(Attributor):
+    """``attributor``'s scores on each query's top-``candidates`` training records by TF-IDF cosine or BM25, ``-inf``
+    elsewhere (see the module docstring).
+
+    Args:
+        attributor: the gradient attributor whose work the prefilter narrows (None: an index only, to `select`
+            candidates or to wrap an attributor later with `around`).
+        config: a `PrefilterConfig`; keyword ``options`` are its fields (``index="bm25", candidates=50``).
+        columns: which record fields hold the text.
+        index_config: the index's own options (`TfidfConfig`, `BM25Config`).
     """
 
-    def __init__(self, kind: str = "tfidf", candidates: int = 100, columns: Columns = Columns(),
-                 config: Config | None = None):
-        if kind not in PREFILTERS:
-            raise UserInputError(f"unknown prefilter {kind!r}; choose one of {sorted(PREFILTERS)}")
-        if candidates < 1:
-            raise UserInputError(f"candidates must be a positive integer, not {candidates}")
-        self.kind, self.candidates, self.columns = kind, candidates, columns
-        self.index: LexicalAttributor = PREFILTERS[kind](columns=columns, config=config)
+    kind = "prefilter"
+    config_class = PrefilterConfig
+    config: PrefilterConfig
+
+    def __init__(self, attributor: Attributor | None = None, *, config: PrefilterConfig | None = None,
+                 columns: Columns = Columns(), index_config: Config | None = None, **options: Any):
+        self.config = make_config(PrefilterConfig, config, options)
+        self.attributor = attributor
+        self.columns = columns
+        self.index: LexicalAttributor = PREFILTERS[self.config.index](columns=columns, config=index_config)
+
+    @property
+    def name(self) -> str:
+        inner = "" if self.attributor is None else f"{self.attributor.name}+"
+        return f"{inner}{self.config.index}-prefilter"
+
+    @property
+    def units(self) -> str:
+        inner = self.index.units if self.attributor is None else self.attributor.units
+        return f"{inner}; -inf = not a candidate"
 
     @property
     def is_fitted(self) -> bool:
-        return self.index.is_fitted
+        return self.index.is_fitted and (self.attributor is None or self.attributor.is_fitted)
+
+    def around(self, attributor: Attributor) -> "Prefilter":
+        """This prefilter (options, columns and fitted index shared) narrowing ``attributor``."""
+        wrapped = Prefilter(attributor, config=self.config, columns=self.columns, index_config=self.index.config)
+        wrapped.index = self.index
+        return wrapped
 
     def fit(self, train: Sequence[Any]) -> "Prefilter":
-        """Index the training texts (``[n_train]`` records)."""
-        self.index.fit(train)
+        """Index the training texts (``[n_train]`` records) unless the index was fitted or loaded for exactly these,
+        and fit the attributor unless it is fitted."""
+        if not self.index.is_fitted or self.index._train_fingerprint != self.index._train_fingerprint_of(train):
+            self.index.fit(train)
+        if self.attributor is not None and not self.attributor.is_fitted:
+            self.attributor.fit(train)
         return self
 
+    def self_influence(self, train: Sequence[Any]) -> torch.Tensor:
+        """The attributor's self-influence (candidates are chosen per query; a record is its own candidate)."""
+        return self._inner().self_influence(train)
+
+    def _inner(self) -> Attributor:
+        if self.attributor is None:
+            raise UserInputError("this prefilter narrows no attributor: build Prefilter(attributor, ...) or use "
+                                 "prefilter.around(attributor)")
+        return self.attributor
+
+    # ------------------------------------------------------------------------------------- persistence
     def _made_for(self) -> dict[str, Any]:
         """What a saved index must have been made with to be loaded here (checked before its arrays are read)."""
-        return {"kind": f"prefilter-{self.kind}", "config": self.index.config.to_dict(),
+        return {"kind": f"prefilter-{self.config.index}", "config": self.index.config.to_dict(),
                 "columns": dataclasses.asdict(self.columns)}
+
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        self.index._check_fitted()
+        tensors, metadata = self.index._state()
+        return tensors, {**self._made_for(), "data": self.index._train_fingerprint, **metadata}
+
+    def _load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        self.index._load_state(tensors, metadata)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted index (arrays + JSON metadata, with a checksum) to ``path``, atomically."""
-        self.index._check_fitted()
-        tensors, metadata = self.index._state()
-        save_tensors(path, tensors, {**self._made_for(), "data": self.index._train_fingerprint, **metadata})
+        save_tensors(path, *self._state())
 
     def load(self, path: str | os.PathLike, train: Sequence[Any] | None = None) -> "Prefilter":
         """Load an index saved for ``train`` (if given); one made for other data, kind, options or columns is
@@ -80,52 +136,55 @@ class Prefilter:
         expect = self._made_for()
         if train is not None:
             expect["data"] = self.index._train_fingerprint_of(train)
-        tensors, metadata = load_tensors(path, expect=expect)
-        self.index._load_state(tensors, metadata)
+        self._load_state(*load_tensors(path, expect=expect))
         return self
 
     def fit_or_load(self, path: str | os.PathLike | None, train: Sequence[Any]) -> "Prefilter":
-        """Load the index at ``path`` if it is there, else fit it (and save it there)."""
+        """Load the index at ``path`` if it is there, else fit it (and save it there); then `fit` the rest."""
         if path is not None and Path(path).exists():
-            return self.load(path, train)
-        self.fit(train)
-        if path is not None:
-            self.save(path)
-        return self
+            self.load(path, train)
+        else:
+            self.fit(train)
+            if path is not None:
+                self.save(path)
+        return self.fit(train)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Save the index into ``directory`` as `prefilter_file` (`from_pretrained` reloads it)."""
-        self.save(Path(directory) / prefilter_file(self.kind))
-        return Path(directory)
+        """The index as `prefilter_file` beside the config, and the attributor it narrows in ``attributor/``."""
+        directory = Path(directory)
+        if self.attributor is not None:
+            self.attributor.save_pretrained(directory / INNER)
+        return super().save_pretrained(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, kind: str | None = None, candidates: int = 100,
-                        columns: Columns = Columns()) -> "Prefilter":
-        """The prefilter saved in ``directory`` with its saved options (``kind`` picks one where several kinds are
-        saved there); refused if it was saved for other ``columns``."""
+    def from_pretrained(cls, directory: str | os.PathLike, *args: Any, columns: Columns = Columns(),
+                        **runtime: Any) -> "Prefilter":
+        """The prefilter saved in ``directory``; ``args`` are what its attributor is built on (its adapter…), the
+        attributor being loaded from ``attributor/`` when one was saved. Refused for other ``columns``."""
+        from llm_attrib.attributors import load_attributor
+
         directory = Path(directory)
-        kinds = [kind] if kind is not None else [k for k in PREFILTERS if (directory / prefilter_file(k)).exists()]
-        if len(kinds) > 1:
-            raise UserInputError(f"{directory} holds prefilters of kinds {kinds}: say which with kind=")
-        if not kinds or not (directory / prefilter_file(kinds[0])).exists():
-            raise UserInputError(f"{directory} holds no saved {kind or 'tfidf or bm25'} prefilter; "
-                                 "write one with save_pretrained")
-        path = directory / prefilter_file(kinds[0])
-        saved = read_metadata(path)
-        check_metadata(path, saved, {"kind": f"prefilter-{kinds[0]}"})
-        config = PREFILTERS[kinds[0]].config_class.from_dict(saved.get("config") or {}, where=f"{path} config")
-        return cls(kinds[0], candidates, columns, config).load(path)
+        saved = read_config(directory)
+        inner = load_attributor(directory / INNER, *args, **runtime) if (directory / INNER).exists() else None
+        config = PrefilterConfig.from_dict(saved["config"], where=str(directory))
+        metadata = read_metadata(directory / STATE_FILE)
+        index_config = PREFILTERS[config.index].config_class.from_dict(metadata.get("config") or {},
+                                                                       where=f"{directory} index config")
+        prefilter = cls(inner, config=config, columns=columns, index_config=index_config)
+        prefilter._load_state(*load_tensors(directory / STATE_FILE, expect=prefilter._made_for()))
+        return prefilter
 
     def select(self, queries: Sequence[Any]) -> torch.Tensor:
         """``[n_query, min(K, n_train)]`` training indices, lexically most similar first."""
-        return self.index.top_k_candidates(queries, self.candidates)
+        return self.index.top_k_candidates(queries, self.config.candidates)
 
-    def score(self, attributor: Any, queries: Sequence[Any], train: Sequence[Any], **options: Any) -> Scores:
-        """``[n_query, n_train]`` scores of ``attributor`` on each query's candidates, ``-inf`` elsewhere.
+    def score(self, queries: Sequence[Any], train: Sequence[Any], **options: Any) -> Scores:
+        """``[n_query, n_train]`` scores of the attributor on each query's candidates, ``-inf`` elsewhere.
 
         The attributor scores the union of all queries' candidates once (``options`` go to its ``score``);
         per-module parts are ``-inf`` and per-token parts empty outside a query's candidates.
         """
+        attributor = self._inner()
         self.index._check_same_train(train)
         chosen = self.select(queries)
         union = sorted(set(chosen.flatten().tolist()))
@@ -146,9 +205,9 @@ class Prefilter:
                          for q, row in enumerate(inner.per_token)]
         return Scores(
             values=spread(inner.values), query_ids=inner.query_ids, train_ids=record_ids(train),
-            method=f"{inner.method}+{self.kind}-prefilter", units=f"{inner.units}; -inf = not a candidate",
+            method=f"{inner.method}+{self.config.index}-prefilter", units=f"{inner.units}; -inf = not a candidate",
             per_module=None if inner.per_module is None else {k: spread(v) for k, v in inner.per_module.items()},
             per_token=per_token,
-            metadata={**inner.metadata, "prefilter": self.kind, "candidates": self.candidates,
+            metadata={**inner.metadata, "prefilter": self.config.index, "candidates": self.config.candidates,
                       "n_scored": len(union)},
         )

@@ -163,19 +163,19 @@ def test_a_crafted_cache_never_runs_code(gpt2, tokenizer, train_records, query_r
     factors = tmp_path / "factors"
     factors.mkdir()
     (factors / "prefilter-bm25.pkl").write_bytes(payload)  # where the old prefilter cache lived: ignored
-    fitted = Prefilter("bm25", candidates=2).fit_or_load(factors / "prefilter-bm25.safetensors", train_records)
+    fitted = Prefilter(index="bm25", candidates=2).fit_or_load(factors / "prefilter-bm25.safetensors", train_records)
     assert fitted.select(query_records).shape == (len(query_records), 2)
     for name in ("prefilter-tfidf.safetensors", "ekfac-factors.safetensors"):  # a payload under today's names
         (factors / name).write_bytes(payload)
     with pytest.raises(CacheMismatchError, match="corrupted"):
-        Prefilter("tfidf").fit_or_load(factors / "prefilter-tfidf.safetensors", train_records)
+        Prefilter(index="tfidf").fit_or_load(factors / "prefilter-tfidf.safetensors", train_records)
     with pytest.raises(CacheMismatchError, match="corrupted"):
         InfluenceAttributor(CausalLMAdapter(gpt2, tokenizer), "ekfac", cache_dir=factors).fit(train_records)
     # a valid safetensors file whose tensor bytes are a pickle is data, never unpickled
     save_file({"index/data": torch.frombuffer(bytearray(payload), dtype=torch.uint8)}, str(factors / "x.safetensors"),
               metadata={"llm_attrib": json.dumps({"kind": "prefilter-bm25"})})
     with pytest.raises(CacheMismatchError):
-        Prefilter("bm25").load(factors / "x.safetensors", train_records)
+        Prefilter(index="bm25").load(factors / "x.safetensors", train_records)
     assert not marker.exists()
 
 
@@ -326,17 +326,24 @@ def test_text_attributors_refuse_bad_options_and_scoring_before_fit(query_record
 
 
 @pytest.mark.parametrize("kind", ["tfidf", "bm25"])
-def test_a_prefilter_reloads_to_bitwise_equal_selections(kind, gpt2, tokenizer, train_records, query_records,
-                                                         tmp_path):
-    prefilter = Prefilter(kind, candidates=3).fit(train_records)
-    directory = prefilter.save_pretrained(tmp_path)
-    assert sorted(p.name for p in directory.iterdir()) == [f"prefilter-{kind}.safetensors"]
-    reloaded = Prefilter.from_pretrained(directory, candidates=3)
-    assert reloaded.kind == kind and torch.equal(reloaded.select(query_records), prefilter.select(query_records))
+def test_a_prefilter_reloads_to_bitwise_equal_selections_and_scores(kind, gpt2, tokenizer, train_records,
+                                                                    query_records, tmp_path):
+    from llm_attrib.attributors import load_attributor
+
+    prefilter = Prefilter(index=kind, candidates=3).fit(train_records)
+    directory = prefilter.save_pretrained(tmp_path / "index")
+    assert sorted(p.name for p in directory.iterdir()) == ["attributor_config.json", "attributor_state.safetensors"]
+    reloaded = Prefilter.from_pretrained(directory)
+    assert reloaded.config == prefilter.config
+    assert torch.equal(reloaded.select(query_records), prefilter.select(query_records))
     torch.testing.assert_close(reloaded.index.score(query_records).values, prefilter.index.score(query_records).values,
                                rtol=0, atol=0)
-    attributor = InfluenceAttributor(CausalLMAdapter(gpt2, tokenizer), "identity").fit(train_records)
-    expected = prefilter.score(attributor, query_records, train_records).values
-    assert torch.equal(reloaded.score(attributor, query_records, train_records).values, expected)
+    adapter = CausalLMAdapter(gpt2, tokenizer)
+    wrapped = prefilter.around(InfluenceAttributor(adapter, "identity").fit(train_records))
+    expected = wrapped.score(query_records, train_records).values
+    wrapped.save_pretrained(tmp_path / "wrapped")  # the attributor it narrows goes to wrapped/attributor/
+    again = load_attributor(tmp_path / "wrapped", adapter)
+    assert isinstance(again.attributor, InfluenceAttributor)
+    assert torch.equal(again.score(query_records, train_records).values, expected)
     with pytest.raises(CacheMismatchError, match="columns"):
         Prefilter.from_pretrained(directory, columns=Columns(text="body"))

@@ -19,8 +19,8 @@ def test_candidates_get_the_full_scores_and_the_rest_minus_infinity(gpt2, tokeni
     attributor = InfluenceAttributor(CausalLMAdapter(gpt2, tokenizer), "ekfac", fisher="empirical",
                                      batch_size=4).fit(train_records)
     full = attributor.score(query_records, train_records)
-    prefilter = Prefilter(kind, candidates=3).fit(train_records)
-    got = prefilter.score(attributor, query_records, train_records, per_token=True)
+    prefilter = Prefilter(index=kind, candidates=3).fit(train_records)
+    got = prefilter.around(attributor).score(query_records, train_records, per_token=True)
     chosen = prefilter.select(query_records)
     assert got.values.shape == full.values.shape and got.train_ids == full.train_ids
     for q in range(len(query_records)):
@@ -35,21 +35,21 @@ def test_candidates_get_the_full_scores_and_the_rest_minus_infinity(gpt2, tokeni
 
 
 def test_the_cat_query_keeps_the_cat_sentence(train_records, query_records):
-    assert 0 in Prefilter("tfidf", candidates=2).fit(train_records).select(query_records[:1])[0].tolist()
+    assert 0 in Prefilter(index="tfidf", candidates=2).fit(train_records).select(query_records[:1])[0].tolist()
 
 
 def test_a_saved_index_is_reused_and_refused_for_other_data(train_records, query_records, tmp_path):
     path = tmp_path / "prefilter.safetensors"
-    first = Prefilter("bm25", candidates=4).fit_or_load(path, train_records)
-    again = Prefilter("bm25", candidates=4).fit_or_load(path, train_records)
+    first = Prefilter(index="bm25", candidates=4).fit_or_load(path, train_records)
+    again = Prefilter(index="bm25", candidates=4).fit_or_load(path, train_records)
     assert torch.equal(first.select(query_records), again.select(query_records))
     with pytest.raises(CacheMismatchError, match="data"):
-        Prefilter("bm25").load(path, train_records[:-1])
+        Prefilter(index="bm25").load(path, train_records[:-1])
     with pytest.raises(CacheMismatchError, match="kind"):
-        Prefilter("tfidf").load(path, train_records)
+        Prefilter(index="tfidf").load(path, train_records)
 
 
-@pytest.mark.parametrize("options, message", [(dict(kind="grep"), "unknown prefilter"),
+@pytest.mark.parametrize("options, message", [(dict(index="grep"), "index must be one of"),
                                               (dict(candidates=0), "candidates")])
 def test_bad_prefilter_options_get_one_line_errors(options, message):
     with pytest.raises(UserInputError, match=message):

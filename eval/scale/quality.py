@@ -32,13 +32,13 @@ def main() -> None:
     out: dict = {"n_train": len(train), "n_queries": len(queries), "full_seconds": full_seconds, "prefilter": [],
                  "query_rank": []}
     for kind in ("tfidf", "bm25"):
-        prefilter = Prefilter(kind).fit(train)
+        prefilter = Prefilter(index=kind).fit(train)
         for k in KS:
             prefilter.candidates = k
             chosen = prefilter.select(queries)
             recall = sum(len(set(best[q].tolist()) & set(chosen[q].tolist())) for q in range(len(queries)))
             start = time.perf_counter()
-            prefilter.score(full, queries, train)
+            prefilter.around(full).score(queries, train)
             seconds = time.perf_counter() - start
             out["prefilter"].append({"kind": kind, "K": k, "recall@10": recall / (TOP * len(queries)),
                                      "scored": len(set(chosen.flatten().tolist())), "seconds": seconds,

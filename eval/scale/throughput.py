@@ -34,11 +34,11 @@ def main(sizes: list[int]) -> None:
             ours.fit(train)
         with timer(times, "ours_score"):
             our_scores = ours.score(queries, train)
-        prefilter = Prefilter("tfidf", CANDIDATES)
+        prefilter = Prefilter(index="tfidf", candidates=CANDIDATES)
         with timer(times, "prefilter_fit"):
             prefilter.fit(train)
         with timer(times, "prefilter_score"):
-            scored = prefilter.score(ours, queries, train).metadata["n_scored"]
+            scored = prefilter.around(ours).score(queries, train).metadata["n_scored"]
         peer = KronfluencePeer(bundle.model, bundle.tokenizer, batch_size=16, fisher="empirical")
         with timer(times, "kronfluence_fit"):
             peer.fit(train)

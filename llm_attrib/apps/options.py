@@ -55,7 +55,8 @@ def make_prefilter(args: argparse.Namespace, train: list[dict[str, Any]]) -> Pre
         return None
     path = f"{args.factors}/prefilter-{args.prefilter}.safetensors" if args.factors else None
     with main_process_first():  # rank 0 fits and saves the index, the other ranks load it
-        return Prefilter(args.prefilter, args.candidates, columns_from(args)).fit_or_load(path, train)
+        return Prefilter(index=args.prefilter, candidates=args.candidates, columns=columns_from(args)).fit_or_load(
+            path, train)
 
 
 def columns_from(args: argparse.Namespace) -> Columns:

@@ -133,7 +133,7 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
     attributor = InfluenceAttributor(base.adapter, config=config, cache_dir=factors, progress=sys.stderr.isatty())
     prefilter = None
     if method.prefilter is not None:
-        prefilter = Prefilter(method.prefilter, method.candidates or CANDIDATES).fit_or_load(
+        prefilter = Prefilter(index=method.prefilter, candidates=method.candidates or CANDIDATES).fit_or_load(
             Path(factors) / f"prefilter-{method.prefilter}.safetensors", train)
     generate = recipe.generate or GenerateSpec()
     scores, reports = trace_queries(attributor, train, queries, top_k=recipe.output.top_k,

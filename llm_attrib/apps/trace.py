@@ -98,10 +98,8 @@ def trace_queries(
     adapter.encode(records, first_index=1, name="query")
     if not attributor.curvature.is_fitted:
         attributor.fit(train)
-    if prefilter is None:
-        scores = attributor.score(records, train, per_token=True)
-    else:
-        scores = prefilter.score(attributor, records, train, per_token=True)
+    scorer = attributor if prefilter is None else prefilter.around(attributor)
+    scores = scorer.score(records, train, per_token=True)
     reports = [
         TraceReport(prompt=prompt, completion=completion, method=scores.method, units=scores.units,
                     top=top_records(adapter, train, scores, q, top_k, tokens_per_record),

@@ -37,6 +37,7 @@ ATTRIBUTOR_CLASSES: dict[str, str] = {
     "random": "llm_attrib.attributors.text:RandomAttributor",
     "tfidf": "llm_attrib.attributors.text:TfidfAttributor",
     "bm25": "llm_attrib.attributors.text:BM25Attributor",
+    "prefilter": "llm_attrib.prefilter:Prefilter",
 }
 """`Attributor.kind` → its class (``module:name``, imported when a saved attributor of that kind is loaded)."""
 

@@ -140,7 +140,7 @@ def audit(
         "damping": scores.metadata.get("damping"),
         "fisher": attributor.config.fisher,
         "curvature_sample": attributor.config.max_examples or "all records",
-        "prefilter": None if prefilter is None else f"{prefilter.kind}, {prefilter.candidates} candidates per output "
+        "prefilter": None if prefilter is None else f"{prefilter.config.index}, {prefilter.config.candidates} candidates per output "
                                                      "(records outside them are not scored and count 0)",
         "model_fingerprint": attributor.adapter.fingerprint(),
         "data_fingerprint": data_fingerprint(list(train)),
