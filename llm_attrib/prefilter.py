@@ -46,7 +46,8 @@ def prefilter_file(index: str) -> str:
 class PrefilterConfig(Config):
     """Options of `Prefilter`."""
 
-    index: str = option("tfidf", "lexical index that picks the candidates", choices=tuple(PREFILTERS))
+    index: str = option("tfidf", "lexical index that picks the candidates (on the command line: --prefilter)",
+                        choices=tuple(PREFILTERS), flag=False)
     candidates: int = option(100, "training records kept per query (the others are not scored)", check=at_least(1))
 
 

@@ -12,7 +12,7 @@ from llm_attrib.attributors.influence import InfluenceAttributor, InfluenceConfi
 from llm_attrib.data import Columns, load_records, table_records
 from llm_attrib.distributed import is_main_process, local_device, main_process_first
 from llm_attrib.errors import UserInputError
-from llm_attrib.prefilter import PREFILTERS, Prefilter
+from llm_attrib.prefilter import Prefilter, PrefilterConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -43,10 +43,13 @@ def add_attributor_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_prefilter_options(parser: argparse.ArgumentParser) -> None:
+    """``--prefilter {tfidf,bm25}`` (`PrefilterConfig.index`; none = score every record) and the other
+    `PrefilterConfig` fields as flags (``--candidates``), validated with the subcommand's other configs."""
     group = parser.add_argument_group("prefilter")
-    group.add_argument("--prefilter", default=None, choices=sorted(PREFILTERS),
+    group.add_argument("--prefilter", default=None, choices=PrefilterConfig.choices("index"),
                        help="score only each query's top --candidates records by TF-IDF or BM25 (default: all)")
-    group.add_argument("--candidates", type=int, default=100, help="candidates per query kept by --prefilter")
+    PrefilterConfig.add_arguments(group)
+    parser.set_defaults(configs=(*(parser.get_default("configs") or ()), PrefilterConfig))
 
 
 def make_prefilter(args: argparse.Namespace, train: list[dict[str, Any]]) -> Prefilter | None:
@@ -55,8 +58,8 @@ def make_prefilter(args: argparse.Namespace, train: list[dict[str, Any]]) -> Pre
         return None
     path = f"{args.factors}/prefilter-{args.prefilter}.safetensors" if args.factors else None
     with main_process_first():  # rank 0 fits and saves the index, the other ranks load it
-        return Prefilter(index=args.prefilter, candidates=args.candidates, columns=columns_from(args)).fit_or_load(
-            path, train)
+        config = PrefilterConfig.from_arguments(args, index=args.prefilter)
+        return Prefilter(config=config, columns=columns_from(args)).fit_or_load(path, train)
 
 
 def columns_from(args: argparse.Namespace) -> Columns:
