@@ -34,8 +34,6 @@ from llm_attrib.store import atomic_path, data_fingerprint, model_fingerprint, w
 SIGN = "positive = the record raises log Pr(completion | prompt); removing it would lower it"
 FIXED_BY_METHOD = ("curvature", "normalize")
 """`InfluenceConfig` fields that `method.name` sets; `method.options` of a trace recipe may give any other."""
-CANDIDATES = 100
-"""Records kept per query by a trace recipe's prefilter when `method.candidates` is not given."""
 
 
 def add_parser(subparsers: Any) -> None:
@@ -133,7 +131,7 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
     attributor = InfluenceAttributor(base.adapter, config=config, cache_dir=factors, progress=sys.stderr.isatty())
     prefilter = None
     if method.prefilter is not None:
-        prefilter = Prefilter(index=method.prefilter, candidates=method.candidates or CANDIDATES).fit_or_load(
+        prefilter = Prefilter(config=prefilter_config(method)).fit_or_load(
             Path(factors) / f"prefilter-{method.prefilter}.safetensors", train)
     generate = recipe.generate or GenerateSpec()
     scores, reports = trace_queries(attributor, train, queries, top_k=recipe.output.top_k,
@@ -148,6 +146,14 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
     })
     write_text(out / "report.md", trace_markdown(name, recipe, reports, meta, train))
     return [out / "scores.json", out / "report.md"]
+
+
+def prefilter_config(method: Any) -> Any:
+    """The `PrefilterConfig` of a trace recipe's ``method.prefilter`` and ``method.candidates`` (validated)."""
+    from llm_attrib.prefilter import PrefilterConfig
+
+    given = {} if method.candidates is None else {"candidates": method.candidates}
+    return PrefilterConfig.from_dict({"index": method.prefilter, **given}, where="method")
 
 
 def check_trace(recipe: Recipe) -> None:
@@ -169,6 +175,7 @@ def check_trace(recipe: Recipe) -> None:
     InfluenceConfig.from_dict(method.options, where="method.options")  # types and ranges, before any model loads
     if method.prefilter is not None:
         choose(method.prefilter, sorted(PREFILTERS), "method.prefilter")
+        prefilter_config(method)
     if recipe.train != DEMO and recipe.train.prompt is not None and recipe.train.completion is None:
         raise UserInputError("train: a `prompt` mapping needs a `completion` column")
 
@@ -201,7 +208,7 @@ def trace_markdown(name: str, recipe: Recipe, reports: Sequence[Any], meta: dict
         f"**Sign: {SIGN}.**", "",
         f"- model: `{recipe.model}` (fingerprint {meta['model_fingerprint']})",
         f"- training records: {len(train)} (fingerprint {meta['data_fingerprint']})",
-        f"- method: {method.name}" + (f", {method.prefilter} prefilter keeping {method.candidates or CANDIDATES} "
+        f"- method: {method.name}" + (f", {method.prefilter} prefilter keeping {prefilter_config(method).candidates} "
                                       "candidates per query (other records not scored)" if method.prefilter else ""),
         f"- seed: {recipe.seed}; llm_attrib {meta['library_version']}", "",
     ]
