@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from llm_attrib import __version__
+from llm_attrib.apps.options import show_progress
 from llm_attrib.distributed import local_device, require_one_process
 from llm_attrib.errors import UserInputError
 from llm_attrib.recipe import DEMO, GenerateSpec, Recipe, load_recipe
@@ -79,7 +80,7 @@ def demo_bundle() -> Any:
     from llm_attrib.demo.default import load_default
 
     print("building or loading the demo model (first run: about a minute)...", file=sys.stderr)
-    return load_default(progress=sys.stderr.isatty())
+    return load_default(progress=show_progress())
 
 
 def model_folder(model: str) -> str:
@@ -128,7 +129,7 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
     base = ATTRIBUTORS[method.name](model, tokenizer)
     config = base.config.from_dict({**base.config.to_dict(), "seed": recipe.seed, **method.options},
                                    where="method.options")
-    attributor = InfluenceAttributor(base.adapter, config=config, cache_dir=factors, progress=sys.stderr.isatty())
+    attributor = InfluenceAttributor(base.adapter, config=config, cache_dir=factors, progress=show_progress())
     prefilter = None
     if method.prefilter is not None:
         prefilter = Prefilter(config=prefilter_config(method)).fit_or_load(
@@ -263,7 +264,7 @@ def run_value(recipe: Recipe, name: str) -> list[Path]:
         X_val, y_val = to_arrays(recipe.validation.with_columns_of(spec).load(recipe.seed, "validation")[0],
                                  "validation")
     result = value_arrays(method.name, X_train, y_train, X_val, y_val, estimator=estimator, seed=recipe.seed,
-                          params=method.options, progress=sys.stderr.isatty())
+                          params=method.options, progress=show_progress())
     result = dataclasses.replace(result, ids=np.asarray(ids, dtype=object))
     out = Path(recipe.output.dir)
     meta = {**metadata(recipe, "values", None, [X_train.tolist(), y_train.tolist()]), "model": model,

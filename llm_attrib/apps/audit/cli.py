@@ -10,6 +10,7 @@ from llm_attrib.apps import options
 from llm_attrib.apps.audit.findings import audit, work_labels
 from llm_attrib.apps.audit.permutation_test import DEFAULT_ALPHA, DEFAULT_CORRECTION, DEFAULT_DRAWS
 from llm_attrib.apps.audit.rendering import audit_markdown, format_verdicts
+from llm_attrib.apps.trace import at_least_one
 from llm_attrib.apps.run import write_text
 from llm_attrib.data import load_records
 from llm_attrib.distributed import is_main_process
@@ -41,8 +42,9 @@ def add_parser(subparsers: Any) -> None:
     group.add_argument("--draws", type=int, default=DEFAULT_DRAWS,
                        help=f"random groups per work size in the permutation test (default {DEFAULT_DRAWS}); "
                             "seeded by --seed")
-    group.add_argument("--top-k", type=int, default=5, help="top records listed per work")
-    group.add_argument("--max-new-tokens", type=int, default=32)
+    group.add_argument("--top-k", type=at_least_one, default=5, help="top records listed per work (at least 1)")
+    group.add_argument("--max-new-tokens", type=at_least_one, default=32,
+                       help="generated tokens at most, when an output has no completion (at least 1)")
     group.add_argument("--output-dir", default="audit", help="where audit.json and audit.md go (default: ./audit)")
     parser.set_defaults(func=run)
 
