@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from llm_attrib.cli import main
 
@@ -24,18 +25,24 @@ def train_file(tmp_path, train_records):
     return path
 
 
-def test_trace_prints_top_records_as_json(model_dir, train_file, capsys):
+def test_trace_prints_top_records_as_json(model_dir, train_file, train_records, capsys):
+    """The CLI's top records are the Python API's (same defaults: the flags are generated from the config)."""
+    from llm_attrib.adapters import CausalLMAdapter
+    from llm_attrib.attributors.influence import InfluenceAttributor
+
     status = main(["trace", "--model", str(model_dir), "--train", str(train_file), "--id-column", "doc",
                    "--prompt", "the cat sat on", "--completion", " the mat", "--top-k", "3", "--json",
                    "--damping", "heuristic"])
     assert status == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["completion"] == " the mat"
-    assert len(report["top"]) == 3
-    scores = [record["score"] for record in report["top"]]
-    assert scores == sorted(scores, reverse=True)
-    assert all(record["train_id"].startswith("d") for record in report["top"])
-    assert "raises" in report["sign"]
+    assert report["completion"] == " the mat" and "raises" in report["sign"]
+    attributor = InfluenceAttributor(CausalLMAdapter.from_pretrained(model_dir), "ekfac", damping="heuristic")
+    values = attributor.fit(train_records).score([{"prompt": "the cat sat on", "completion": " the mat"}],
+                                                 train_records).values[0]
+    top = torch.argsort(values, descending=True)[:3].tolist()
+    assert [record["train_id"] for record in report["top"]] == [f"d{i}" for i in top]
+    assert [record["score"] for record in report["top"]] == pytest.approx([float(values[i]) for i in top], rel=1e-5)
+    assert [record["text"] for record in report["top"]] == [train_records[i]["text"] for i in top]
 
 
 def test_trace_scale_options_give_the_default_scores(model_dir, train_file, capsys):
@@ -53,9 +60,14 @@ def test_trace_scale_options_give_the_default_scores(model_dir, train_file, caps
 
 
 def test_trace_generates_a_completion_when_none_is_given(model_dir, train_file, capsys):
+    from llm_attrib.adapters import CausalLMAdapter
+    from llm_attrib.apps.trace import generate_completion
+
     assert main(["trace", "--model", str(model_dir), "--train", str(train_file), "--prompt", "the cat",
                  "--top-k", "2", "--json", "--max-new-tokens", "4"]) == 0
-    assert json.loads(capsys.readouterr().out)["completion"].strip()
+    report = json.loads(capsys.readouterr().out)
+    assert report["generated"] and report["completion"].strip()
+    assert report["completion"] == generate_completion(CausalLMAdapter.from_pretrained(model_dir), "the cat", 4)
 
 
 def test_fit_factors_then_trace_reuses_them(model_dir, train_file, tmp_path, capsys, monkeypatch):
