@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     new = regenerate(old)
     if args.diff:
-        sys.stdout.writelines(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "README.md", "README.md"))
+        diff = difflib.unified_diff(old.splitlines(True), new.splitlines(True), "README.md", "README.md")
+        sys.stdout.writelines(diff)
         return 0
     if new != old:
         README.write_text(new)

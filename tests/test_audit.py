@@ -236,7 +236,8 @@ def test_generated_outputs_recite_the_planted_record_and_are_flagged_at_a_stated
     for records, _, report, _, _ in audits:
         record = records[2]["text"].split()[5:]
         generated = report["outputs"][2]["completion"].split()
-        recited = next((i for i, (a, b) in enumerate(zip(generated, record)) if a != b), min(len(generated), len(record)))
+        recited = next((i for i, (a, b) in enumerate(zip(generated, record)) if a != b),
+                       min(len(generated), len(record)))
         planted = {f["work"]: f for f in report["findings"] if f["output"] == 2}["planted"]
         if recited >= 5:
             reciting += 1

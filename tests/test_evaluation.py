@@ -330,7 +330,8 @@ def test_mislabel_rows_come_from_attributor_evaluators_without_queries(monkeypat
     rows = evaluate_benchmark(benchmark, {"random": taking(1.0, ATTRIBUTORS["random"]),
                                           "grad-dot": taking(2.0, ATTRIBUTORS["grad-dot"])}, None)
     random = ATTRIBUTORS["random"](None, None).fit(benchmark.train_records)
-    suspicion = {"random": torch.diagonal(random.score(benchmark.train_records, benchmark.train_records).values).tolist(),
+    random_scores = random.score(benchmark.train_records, benchmark.train_records).values
+    suspicion = {"random": torch.diagonal(random_scores).tolist(),
                  "grad-dot": squared_gradient_norms(benchmark.model, benchmark.tokenizer, benchmark.train_records)}
     for name, fit_seconds in (("random", 1.0), ("grad-dot", 2.0)):
         row, values = rows[name], suspicion[name]

@@ -22,8 +22,6 @@ import re
 import sys
 from pathlib import Path
 
-import pytest
-
 from llm_attrib.apps.trace import TracedRecord, TraceReport, format_report
 
 ROOT = Path(__file__).resolve().parents[1]
