@@ -8,6 +8,7 @@ every attribution score refers to (`CausalLMAdapter.measurements`).
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -117,7 +118,8 @@ def _optimise(
             optimizer.step()
             total, tokens, steps = total + float(loss.detach()) * n_scored, tokens + n_scored, steps + 1
         if progress:
-            print(f"epoch {epoch + 1}/{epochs}: mean token NLL {total / max(tokens, 1):.4f}", flush=True)
+            print(f"epoch {epoch + 1}/{epochs}: mean token NLL {total / max(tokens, 1):.4f}", file=sys.stderr,
+                  flush=True)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, model, optimizer.param_groups[0]["lr"] * steps)
 
