@@ -4,7 +4,10 @@ Rule for an example output (fixed before comparing; the demo model is trained on
 bit-exact across CPUs, so another machine's build can print other scores, ranks, even another completion):
 
 * If the demo build of this machine is the one the README's marker names (same model fingerprint), the block must
-  equal the command's standard output byte for byte: the quickstart is deterministic given a build.
+  list the same records in the same order with the same texts, marks and top tokens as the command's output, and
+  every number must agree to 1% of the table's largest score: given a build the quickstart is deterministic up to
+  the last digits of float reductions, which BLAS kernels may sum in another order (seen: a token part of 5.76e-05
+  printed as 5.71e-05 in another process on the same build, beside scores of 0.35).
 * On any build, (a) the lines that do not depend on the weights — the expected answer, the prompt, the method and
   its units, the table header — and the number of rows equal the command's output now; and (b) the block is what the
   current code prints for its own content: re-rendering its ranks, scores, ids and top tokens with `format_report`,
@@ -55,8 +58,8 @@ def test_the_readme_starts_with_the_two_commands_and_ci_runs_exactly_them():
     assert any(line.startswith("export LLM_ATTRIB_CACHE=") for line in ci[: ci.index(install)])
 
 
-def parse_trace_table(lines: list[str], corpus, relevant: set[str]) -> str:
-    """Re-render a printed trace report (prompt line onward) with `format_report`, texts and marks from the corpus."""
+def parse_trace_report(lines: list[str], corpus) -> TraceReport:
+    """A printed trace report (prompt line onward) read back, each record's text taken from the corpus."""
     prompt, completion = (ast.literal_eval(line.split(":", 1)[1].strip()) for line in lines[:2])
     method, units = lines[2].split(":", 1)[1].strip().split(" (", 1)
     assert units.endswith(SUFFIX), lines[2]
@@ -69,8 +72,25 @@ def parse_trace_table(lines: list[str], corpus, relevant: set[str]) -> str:
         pairs = [(ast.literal_eval(m["token"]), float(m["value"]))
                  for m in TOKEN.finditer(tokens.strip()[len("top tokens: "):])]
         top.append(TracedRecord(match["id"], float(match["score"]), texts[match["id"]], pairs))
-    report = TraceReport(prompt, completion, method, units[: -len(SUFFIX)], top)
-    return format_report(report, marks={doc_id: "  *" for doc_id in relevant})
+    return TraceReport(prompt, completion, method, units[: -len(SUFFIX)], top)
+
+
+def parse_trace_table(lines: list[str], corpus, relevant: set[str]) -> str:
+    """Re-render a printed trace report (prompt line onward) with `format_report`, texts and marks from the corpus."""
+    return format_report(parse_trace_report(lines, corpus), marks={doc_id: "  *" for doc_id in relevant})
+
+
+def assert_same_report_up_to_float_order(block: list[str], now: list[str], corpus) -> None:
+    """The same records, order, texts and top tokens, every number within 1% of the largest score (module rule)."""
+    assert block[0] == now[0]
+    ours, theirs = parse_trace_report(block[1:], corpus), parse_trace_report(now[1:], corpus)
+    tolerance = 0.01 * max(abs(record.score) for record in theirs.top)
+    assert [(r.train_id, r.text) for r in ours.top] == [(r.train_id, r.text) for r in theirs.top]
+    for mine, current in zip(ours.top, theirs.top):
+        assert abs(mine.score - current.score) <= tolerance, (mine.train_id, mine.score, current.score)
+        pairs = list(zip(sorted(mine.top_tokens), sorted(current.top_tokens)))  # near-equal parts may swap places
+        assert len(pairs) == len(mine.top_tokens) == len(current.top_tokens), mine.train_id
+        assert all(a[0] == b[0] and abs(a[1] - b[1]) <= tolerance for a, b in pairs), mine.train_id
 
 
 def test_every_readme_example_is_what_its_command_prints():
@@ -82,9 +102,9 @@ def test_every_readme_example_is_what_its_command_prints():
     for example in found:
         output = script.run_command(example.command)  # builds the demo into the user cache if it is missing
         bundle = load_default()
-        if example.build == bundle.info["model_fingerprint"]:
-            assert example.output == output, "README example differs on its own build: python -m eval.readme_examples"
         block, now = example.output.splitlines(), output.splitlines()
+        if example.build == bundle.info["model_fingerprint"]:  # README example stale: python -m eval.readme_examples
+            assert_same_report_up_to_float_order(block, now, bundle.corpus)
         query = bundle.corpus.queries[0]
         assert len(block) == len(now) and len(block) == 6 + 2 * 5
         for index in (0, 1, 3, 4, 5):  # expected answer, prompt, method and units, blank, header
