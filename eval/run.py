@@ -1,16 +1,14 @@
-"""`python -m eval.run [flags]`: the evaluation suite, same flags as `llm-attrib eval` (see --help)."""
+"""`python -m eval.run [flags]`: the evaluation suite, the same command and flags as `llm-attrib eval` (see --help)."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from llm_attrib.evaluation.cli import configure
+from llm_attrib.cli import main as cli_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = configure(argparse.ArgumentParser(prog="python -m eval.run", description=__doc__)).parse_args(argv)
-    return args.func(args)
+    return cli_main(["eval", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import dataclasses
 import math
 import types
 import typing
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
 from llm_attrib.errors import UserInputError
@@ -83,6 +84,8 @@ def _coerce(value: Any, allowed: tuple[type, ...]) -> Any:
         return float(value)
     if tuple in allowed and isinstance(value, list):
         return tuple(value)
+    if Path in allowed and isinstance(value, str):
+        return Path(value)
     return value
 
 
@@ -181,9 +184,9 @@ class Config:
                                     action=argparse.BooleanOptionalAction, help=help_text)
                 continue
             choices = f.metadata.get("choices")
-            parser.add_argument(cls.flag(f.name), dest=cls.dest(f.name), default=default, type=_parser_of(allowed),
-                                choices=list(choices) if choices is not None else None, help=help_text,
-                                metavar=None if choices is not None else f.name.upper())
+            parser.add_argument(cls.flag(f.name), dest=cls.dest(f.name), default=default,
+                                type=_parser_of(hints[f.name]), choices=list(choices) if choices is not None else None,
+                                help=help_text, metavar=None if choices is not None else f.name.upper())
 
     @classmethod
     def from_arguments(cls: type[C], args: argparse.Namespace, **fixed: Any) -> C:
@@ -196,9 +199,13 @@ class Config:
             raise ConfigError(flag, error.problem) from None
 
 
-def _parser_of(allowed: tuple[type, ...]) -> Callable[[str], Any]:
-    """Parse a flag's text as the first of ``allowed`` that accepts it (``"none"`` for None; numbers before
-    strings): ``--damping 1e-8`` is a float, ``--damping heuristic`` a string, ``--query-rank none`` None."""
+def _parser_of(hint: Any) -> Callable[[str], Any]:
+    """Parse a flag's text as the first type of the field's annotation ``hint`` that accepts it (``"none"`` for
+    None; numbers before strings; a tuple from comma-separated items of its element type; any other class, such as
+    `pathlib.Path`, from the text): ``--damping 1e-8`` is a float, ``--damping heuristic`` a string,
+    ``--query-rank none`` None, ``--methods a,b`` ``("a", "b")``."""
+    allowed = _allowed_types(hint)
+    element = _tuple_element(hint)
 
     def parse(text: str) -> Any:
         if type(None) in allowed and text.lower() in ("none", "null"):
@@ -211,9 +218,20 @@ def _parser_of(allowed: tuple[type, ...]) -> Callable[[str], Any]:
                     pass
         if str in allowed:
             return text
-        if tuple in allowed or list in allowed:
-            return tuple(int(part) for part in text.split(","))
+        if tuple in allowed:
+            return tuple(element(part) for part in text.split(",") if part)
+        other = [kind for kind in allowed if kind not in (int, float, type(None))]
+        if other:
+            return other[0](text)
         raise argparse.ArgumentTypeError(f"expected {_type_name(allowed)}, got {text!r}")
 
     parse.__name__ = _type_name(allowed)  # argparse names the type in its error
     return parse
+
+
+def _tuple_element(hint: Any) -> Callable[[str], Any]:
+    """The element type of a ``tuple[X, ...]`` in ``hint`` (int for a bare ``tuple``)."""
+    for arg in (typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)):
+        if typing.get_origin(arg) is tuple and typing.get_args(arg):
+            return typing.get_args(arg)[0]
+    return int

@@ -88,6 +88,13 @@ CASES = {
     "value negative n_estimators": (value("two_classes.csv", "--param", "n_estimators=-5"), "'n_estimators'"),
     "recipe duplicate ids": (value_recipe("train.id=label"), "train.id 'label': id 0 is given to records 0 and"),
     "recipe negative n_estimators": (value_recipe("method.options={n_estimators: -5}"), "'n_estimators'"),
+    "candidates 0": (trace("train.jsonl", "--prefilter", "bm25", "--candidates", "0"), "--candidates must be at least 1"),
+    "eval without the real data": (["eval", "--data-dir", "{files}/nothing", "--benchmarks", "facts,roleplay",
+                                    "--out-dir", "{out}", "--cache-dir", "{out}"],
+                                   "benchmark roleplay needs gpteacher_roleplay.json"),
+    "eval unknown benchmark": (["eval", "--benchmarks", "wiki", "--out-dir", "{out}"], "--benchmarks must be among"),
+    "eval unknown method": (["eval", "--data-dir", "{files}", "--benchmarks", "facts", "--methods", "grad-dog",
+                             "--out-dir", "{out}", "--cache-dir", "{out}"], "unknown method(s) ['grad-dog']"),
 }
 
 

@@ -27,6 +27,8 @@ from typing import Any, Callable
 import torch
 
 from llm_attrib.attributors import ATTRIBUTORS, TRAK_ENSEMBLE, AttributorFactory
+from llm_attrib.config import Config, ConfigError, at_least, in_open_interval, option
+from llm_attrib.errors import UserInputError
 from llm_attrib.evaluation.benchmarks import (
     Benchmark,
     facts_benchmark,
@@ -47,29 +49,51 @@ ROLEPLAY_FILE, SHAKESPEARE_FILE = "gpteacher_roleplay.json", "tinyshakespeare.tx
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-@dataclass
-class SuiteConfig:
-    """Sizes and paths of one suite run (the CLI flags)."""
+DATA_FILES: dict[str, tuple[str, ...]] = {"roleplay": (ROLEPLAY_FILE,), "provenance": (SHAKESPEARE_FILE, ROLEPLAY_FILE),
+                                          "loo": (ROLEPLAY_FILE,), "mislabel": (ROLEPLAY_FILE,)}
+"""The files of ``data_dir`` (real text) that each benchmark is built from (the fact corpus is generated)."""
 
-    data_dir: Path
-    out_dir: Path
-    cache_dir: Path
-    n_train: int = 160
-    n_query: int = 32
-    n_subsets: int = 64
-    alpha: float = 0.5
-    seeds_per_subset: int = 1
-    facts_subsets: int = 0
-    loo_train: int = 48
-    loo_removed: int = 16
-    loo_seeds: int = 8
-    mislabel_train: int = 160
-    mislabel_fraction: float = 0.15
-    methods: tuple[str, ...] = ()
-    peers: tuple[str, ...] = ("eval.peers.kronfluence_peer",)
-    benchmarks: tuple[str, ...] = ("roleplay", "facts", "provenance", "loo", "mislabel")
-    seed: int = 0
-    threads: int = 1
+
+@dataclass(frozen=True)
+class SuiteConfig(Config):
+    """Sizes and paths of one suite run (``llm-attrib eval``'s flags are its fields)."""
+
+    data_dir: Path = option(Path("../shared/data"), f"folder with {ROLEPLAY_FILE} and {SHAKESPEARE_FILE}")
+    out_dir: Path = option(Path("eval"), "where README.md and results/ are written")
+    cache_dir: Path = option(Path("eval/_runs"), "ground-truth and demo-model caches")
+    n_train: int = option(160, "role-play training records", check=at_least(2))
+    n_query: int = option(32, "role-play held-out queries", check=at_least(1))
+    n_subsets: int = option(64, "role-play LDS subsets (M)", check=at_least(0))
+    alpha: float = option(0.5, "LDS subset fraction", check=in_open_interval(0.0, 1.0))
+    seeds_per_subset: int = option(1, "models trained per LDS subset (outcomes averaged)", check=at_least(1))
+    facts_subsets: int = option(0, "LDS subsets on the fact corpus (0 = skip; each costs a full retraining)",
+                                check=at_least(0))
+    loo_train: int = option(48, "training records of the LOO model", check=at_least(2))
+    loo_removed: int = option(16, "examples left out one at a time (0 = skip the LOO ground truth)", check=at_least(0))
+    loo_seeds: int = option(8, "models per LOO trial, paired across trials (seed noise cancels)", check=at_least(1))
+    mislabel_train: int = option(160, "training records of the mislabel-detection model", check=at_least(2))
+    mislabel_fraction: float = option(0.15, "fraction of training completions swapped",
+                                      check=in_open_interval(0.0, 1.0))
+    methods: tuple[str, ...] = option((), "comma-separated method names (default: all)")
+    peers: tuple[str, ...] = option(("eval.peers.kronfluence_peer",), "comma-separated peer modules")
+    benchmarks: tuple[str, ...] = option(("roleplay", "facts", "provenance", "loo", "mislabel"),
+                                         "comma-separated benchmarks")
+    seed: int = option(0, "seeds the benchmarks, the subsets and the methods")
+    threads: int = option(1, "torch intra-op threads (0 = leave torch's default; 1 is fastest for these tiny models)",
+                          check=at_least(0))
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.benchmarks) - set(BENCHMARK_BUILDERS))
+        if unknown:
+            raise ConfigError("benchmarks", f"must be among {', '.join(BENCHMARK_BUILDERS)}, not {unknown[0]!r}")
+
+    def check_data(self) -> None:
+        """Refuse a run whose benchmarks need real text that ``data_dir`` does not hold (one line, before any work)."""
+        for name in self.benchmarks:
+            for file in DATA_FILES.get(name, ()):
+                if not (self.data_dir / file).is_file():
+                    raise UserInputError(f"benchmark {name} needs {file} in {self.data_dir} (the real text of "
+                                         "../shared/data): pass --data-dir, or choose --benchmarks facts")
 
 
 def _log(message: str) -> None:
@@ -93,7 +117,7 @@ def method_table(config: SuiteConfig) -> dict[str, AttributorFactory]:
     if config.methods:
         unknown = set(config.methods) - set(table)
         if unknown:
-            raise ValueError(f"unknown method(s) {sorted(unknown)}; known: {sorted(table)}")
+            raise UserInputError(f"unknown method(s) {sorted(unknown)} in --methods; known: {', '.join(sorted(table))}")
         table = {name: table[name] for name in config.methods}
     return table
 
@@ -301,6 +325,7 @@ def write_readme(readme: Path, table: str, notes: str) -> None:
 
 def run_suite(config: SuiteConfig) -> dict[str, dict[str, Any]]:
     """Run every benchmark × method, write JSON results and the README table; return the results."""
+    config.check_data()
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)  # tiny models: 1 thread is fastest, and 2 threads on a busy box far slower
