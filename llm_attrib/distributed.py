@@ -81,7 +81,8 @@ def process_group_from_environment() -> Iterator[None]:
     Both launchers set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT (``accelerate launch``
     starts its processes with torchrun's code). With WORLD_SIZE > 1 and no group yet, one is created —
     gloo for CPU tensors, plus NCCL for CUDA tensors when there is a GPU (scores are gathered on the CPU,
-    statistics summed on the GPU) — and destroyed when the block ends; a group that exists is left alone.
+    statistics summed on the GPU) — and destroyed when the block ends, after a barrier when it ends normally; a group
+    that exists is left alone.
     """
     created = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
     if created:
@@ -91,6 +92,9 @@ def process_group_from_environment() -> Iterator[None]:
         dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     try:
         yield
+        if created:
+            dist.barrier()  # leave together: a rank that finished early (an empty shard) and tore down gloo while
+            # another was still running aborted with "terminate called without an active exception" (seen in CI)
     finally:
         if created:
             dist.destroy_process_group()
