@@ -25,7 +25,9 @@ class Scores:
     units:      what one unit of a score means (e.g. "predicted change of log-prob when the example is removed").
     per_module: optional ``{module_name: [n_query, n_train]}``; sums to ``values`` over modules.
     per_token:  optional ``[n_query][n_train]`` list of ``[n_tokens]`` tensors over each training document's
-                tokens; each sums to the corresponding entry of ``values``.
+                token positions; each sums to the corresponding entry of ``values``. The part at position ``t`` is
+                what flows through the activations at ``t``, which predict token ``t + 1`` (and, through
+                attention, later tokens): `by_predicted_token` labels parts by the token they predict.
     """
 
     values: torch.Tensor
@@ -84,3 +86,12 @@ class Scores:
 
     def to_json(self, top_k: int | None = None) -> str:
         return json.dumps(self.to_dict(top_k), indent=2, default=str)
+
+
+def by_predicted_token(parts: torch.Tensor) -> torch.Tensor:
+    """A record's per-token parts ``[T]`` (by position) re-indexed by the token each one predicts, ``[T]``: entry
+    ``t`` is the part through position ``t - 1``, whose activations predict token ``t``; entry 0 (a first token is
+    predicted by no position) is 0. A causal LM's last position predicts nothing in the sequence, so its part is 0
+    and nothing is lost: the entries still sum to the record's score."""
+    return torch.cat([torch.zeros(1, dtype=parts.dtype, device=parts.device), parts[:-1]])
+

@@ -129,3 +129,28 @@ def test_relative_normalisation_divides_by_the_root_of_self_influence(gpt2, toke
     relative = fitted(adapter, train_records, normalize="relative")
     expected = raw.score(query_records, train_records).values / raw.self_influence(train_records).sqrt()[None, :]
     torch.testing.assert_close(relative.score(query_records, train_records).values, expected)
+
+
+def test_token_parts_are_reported_against_the_token_they_predict(gpt2, tokenizer, train_records, query_records):
+    """A causal LM's last position predicts nothing in the record, so its part is exactly 0 and relabelling each
+    part by the token its position predicts (the next one) keeps the sum; trace's top tokens name those tokens."""
+    from llm_attrib.apps.trace import top_records
+    from llm_attrib.scores import by_predicted_token
+
+    adapter = CausalLMAdapter(gpt2, tokenizer)
+    attributor = fitted(adapter, train_records)
+    scores = attributor.score(query_records, train_records, per_token=True)
+    for q in range(len(query_records)):
+        for n, parts in enumerate(scores.per_token[q]):
+            assert parts[-1] == 0
+            relabelled = by_predicted_token(parts)
+            assert relabelled[0] == 0 and torch.equal(relabelled[1:], parts[:-1])
+            torch.testing.assert_close(relabelled.sum(), scores.values[q, n], rtol=1e-9, atol=1e-12)
+    top = top_records(adapter, train_records, scores, 0, top_k=2, tokens_per_record=3)
+    for record in top:
+        index = scores.train_ids.index(record.train_id)
+        ids = adapter.encode([train_records[index]])[0].input_ids
+        parts = scores.per_token[0][index]
+        best = torch.argsort(parts[:-1], descending=True)[:3].tolist()  # positions; each predicts the token after it
+        assert [token for token, _ in record.top_tokens] == [tokenizer.decode([ids[t + 1]]) for t in best]
+        assert [value for _, value in record.top_tokens] == [float(parts[t]) for t in best]

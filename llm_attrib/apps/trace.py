@@ -21,7 +21,7 @@ from llm_attrib.data import prompt_token_ids, record_text
 from llm_attrib.distributed import broadcast_from_main, is_main_process
 from llm_attrib.errors import UserInputError
 from llm_attrib.prefilter import Prefilter
-from llm_attrib.scores import Scores
+from llm_attrib.scores import Scores, by_predicted_token
 
 
 @dataclass
@@ -111,14 +111,15 @@ def trace_queries(
 
 def top_records(adapter: Any, train: Sequence[Any], scores: Scores, query: int, top_k: int,
                 tokens_per_record: int) -> list[TracedRecord]:
-    """Query ``query``'s ``top_k`` scored records, each with its ``tokens_per_record`` highest-scoring tokens."""
+    """Query ``query``'s ``top_k`` scored records, each with its ``tokens_per_record`` highest-scoring tokens: a
+    token's share is the part through the position before it, whose activations predict it (`by_predicted_token`)."""
     top = []
     finite = torch.isfinite(scores.values[query])
     order = [i for i in torch.argsort(scores.values[query], descending=True).tolist() if finite[i]][:top_k]
     for index in order:
         example = adapter.encode([train[index]], first_index=index)[0]
-        token_scores = scores.per_token[query][index]
-        best = torch.argsort(token_scores, descending=True)[:tokens_per_record].tolist()
+        token_scores = by_predicted_token(scores.per_token[query][index])  # the first token: predicted by none
+        best = (torch.argsort(token_scores[1:], descending=True)[:tokens_per_record] + 1).tolist()
         top.append(TracedRecord(
             train_id=scores.train_ids[index],
             score=float(scores.values[query, index]),

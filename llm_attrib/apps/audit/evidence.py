@@ -14,14 +14,15 @@ from llm_attrib.apps.trace import TracedRecord, TraceReport, top_records
 from llm_attrib.attributors.influence import InfluenceAttributor
 from llm_attrib.data import IGNORE_INDEX, record_text
 from llm_attrib.overlap import Overlap, longest_common_span
-from llm_attrib.scores import Scores
+from llm_attrib.scores import Scores, by_predicted_token
 
 EXCERPT_CHARS = 300
 
 
 @dataclass
 class OutputToken:
-    """One position of the output (prompt + completion tokens) and the work's summed influence through it."""
+    """One token of the output (prompt + completion) and the work's summed influence on it: through the position
+    before it, whose activations predict it (`position` is the token's own)."""
 
     position: int
     token: str
@@ -54,9 +55,11 @@ def output_positions(attributor: InfluenceAttributor, records: Sequence[Any], re
     """The work's summed influence through each position of the output, and the ``top`` positions.
 
     Influence is symmetric in its two gradients, so the work's records are scored as queries against the output
-    as the one "training" record: its per-token parts are ``g_tᵀ Q a_t`` at each output position ``t`` (over prompt
-    and completion tokens; ``a_t``, ``g_t`` from the gradient of log Pr(completion | prompt)), and they sum over
-    positions and records to the work's group score. Returns ``(sum of all parts, top positions)``.
+    as the one "training" record: its per-token parts are ``g_tᵀ Q a_t`` at each output position ``t`` (``a_t``,
+    ``g_t`` from the gradient of log Pr(completion | prompt)), and they sum over positions and records to the work's
+    group score. Each part is reported against the token its position predicts (`by_predicted_token`): a completion
+    token's share is the part through the position before it; a prompt token's share (``in_completion`` False) is
+    influence that reaches the completion only through attention. Returns ``(sum of all parts, top positions)``.
     """
     adapter = attributor.adapter
     output = {adapter.columns.prompt: report.prompt, adapter.columns.completion: report.completion}
@@ -64,8 +67,8 @@ def output_positions(attributor: InfluenceAttributor, records: Sequence[Any], re
     parts = torch.zeros(len(encoded.input_ids), dtype=torch.float64)
     for start in range(0, len(records), block):
         scores = attributor.score(list(records[start : start + block]), [output], per_token=True)
-        parts += sum(row[0].double() for row in scores.per_token)
-    best = torch.argsort(parts, descending=True)[:top].tolist()
+        parts += sum(by_predicted_token(row[0].double()) for row in scores.per_token)
+    best = (torch.argsort(parts[1:], descending=True)[:top] + 1).tolist()  # the first token: predicted by none
     return float(parts.sum()), [
         OutputToken(position=t, token=adapter.tokenizer.decode([encoded.input_ids[t]]),
                     in_completion=encoded.labels[t] != IGNORE_INDEX, score=float(parts[t])) for t in best]
