@@ -30,13 +30,15 @@ def _is_peft(model: nn.Module) -> bool:
     return any("lora_" in name for name, _ in model.named_parameters())
 
 
-def select_layers(model: nn.Module, modules: str | Sequence[str]) -> list[TrackedLayer]:
+def select_layers(model: nn.Module, modules: str | Sequence[str] | None = None) -> list[TrackedLayer]:
     """Tracked layers of a causal LM.
 
-    ``modules`` is a preset ("mlp" — the default —, "attention", "all") or regexes matched against
-    qualified layer names. On a peft model only the LoRA matrices (``lora_A``/``lora_B``) are tracked,
-    within the selected part of the model.
+    ``modules`` is a preset ("mlp", "attention", "all") or regexes matched against qualified layer names; ``None``
+    (the default) is "mlp", and on a peft model every LoRA layer, i.e. the adapter's own ``target_modules``. On a
+    peft model only the LoRA matrices (``lora_A``/``lora_B``) are tracked, within the selected part of the model.
     """
+    if modules is None:
+        modules = "all" if _is_peft(model) else "mlp"
     patterns = LAYER_PRESETS[modules] if isinstance(modules, str) and modules in LAYER_PRESETS else (
         (modules,) if isinstance(modules, str) else tuple(modules)
     )
@@ -59,7 +61,7 @@ class CausalLMAdapter(Adapter):
     Args:
         model: a causal LM (``transformers`` or peft-wrapped).
         tokenizer: its tokenizer; a pad token is taken from EOS when it has none.
-        modules: which layers to track (see `select_layers`).
+        modules: which layers to track (see `select_layers`; default: a peft model's LoRA layers, else "mlp").
         columns: record field names.
         max_length: context length; defaults to the model config's.
         chat_template: wrap prompts in the tokenizer's chat template (a user turn + generation prompt).
@@ -74,7 +76,7 @@ class CausalLMAdapter(Adapter):
         model: nn.Module,
         tokenizer: Any,
         *,
-        modules: str | Sequence[str] = "mlp",
+        modules: str | Sequence[str] | None = None,
         columns: Columns = Columns(),
         max_length: int | None = None,
         chat_template: bool = False,
@@ -98,9 +100,11 @@ class CausalLMAdapter(Adapter):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: torch.dtype | None = None,
-                        **kwargs: Any) -> "CausalLMAdapter":
+                        base_model: str | os.PathLike | None = None, **kwargs: Any) -> "CausalLMAdapter":
         """Load a local model folder (a peft adapter folder too) and its tokenizer; weights in ``dtype`` if given
-        (e.g. ``torch.bfloat16`` on a GPU), else as transformers loads them (float32)."""
+        (e.g. ``torch.bfloat16`` on a GPU), else as transformers loads them (float32). ``base_model``: the local
+        base model folder of a peft adapter, instead of its ``base_model_name_or_path``; the tokenizer comes from
+        the adapter folder, or from the base model where the adapter folder has none."""
         import transformers
         from packaging.version import Version
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -110,11 +114,16 @@ class CausalLMAdapter(Adapter):
             raise UserInputError(f"model path {path} does not exist")
         dtype_key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
         load = {dtype_key: dtype} if dtype is not None else {}
+        tokenizer_path = path
         if (path / "adapter_config.json").exists():
-            model = _load_peft(path, load)
+            model, base = _load_peft(path, load, base_model)
+            tokenizer_path = path if (path / "tokenizer_config.json").exists() else base
+        elif base_model is not None:
+            raise UserInputError(f"base_model is for a peft adapter folder, and {path} has no adapter_config.json; "
+                                 "drop base_model")
         else:
             model = AutoModelForCausalLM.from_pretrained(str(path), **load)
-        return cls(model, AutoTokenizer.from_pretrained(str(path)), **kwargs)
+        return cls(model, AutoTokenizer.from_pretrained(str(tokenizer_path)), **kwargs)
 
     def settings(self) -> dict[str, Any]:
         return {"columns": dataclasses.asdict(self.columns), "max_length": self.max_length,
@@ -178,19 +187,28 @@ class CausalLMAdapter(Adapter):
         return batch.attention_mask.bool()
 
 
-def _load_peft(path: Path, load: Mapping[str, Any]) -> nn.Module:
-    """A peft adapter folder with its base model, which must be a local folder: a base that is not (a relative path
-    that does not resolve from the current directory, a hub id) is refused in one line before any download is
-    tried. For a hub base, load the model yourself and pass it to `CausalLMAdapter`."""
-    from peft import AutoPeftModelForCausalLM
+def _load_peft(path: Path, load: Mapping[str, Any], base_model: str | os.PathLike | None) -> tuple[nn.Module, Path]:
+    """A peft adapter folder on its base model and the base's folder: ``base_model`` if given, else the adapter's
+    ``base_model_name_or_path``. The base must be a local folder: one that is not (a relative path that does not
+    resolve from the current directory, a hub id) is refused in one line before any download is tried. For a hub
+    base, load the model yourself and pass it to `CausalLMAdapter`."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
-    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not base or not Path(base).is_dir():
-        raise UserInputError(
-            f"{path}/adapter_config.json: base_model_name_or_path {base!r} is not a local folder (relative paths are "
-            "read from the current directory; hub ids are not downloaded); set it to the path of the base model folder"
-        )
-    return AutoPeftModelForCausalLM.from_pretrained(str(path), **load)
+    if base_model is not None:
+        if not Path(base_model).is_dir():
+            raise UserInputError(f"base_model {str(base_model)!r} is not a local folder; give the base model's folder")
+        base = str(base_model)
+    else:
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base or not Path(base).is_dir():
+            raise UserInputError(
+                f"{path}/adapter_config.json: base_model_name_or_path {base!r} is not a local folder (relative paths "
+                "are read from the current directory; hub ids are not downloaded); pass the base model's folder as "
+                "base_model (--base-model), or set that field to it"
+            )
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, **load), str(path))
+    return model, Path(base)
 
 
 def _scored_log_probs(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -20,13 +20,16 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def add_model_and_data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and data")
     group.add_argument("--model", required=True, help="local model folder (transformers or peft adapter)")
+    group.add_argument("--base-model", default=None,
+                       help="a peft adapter's local base model folder (default: its base_model_name_or_path)")
     group.add_argument("--train", required=True,
                        help="training data: a json/jsonl/csv/parquet/txt file or folder, or a saved Dataset")
     group.add_argument("--text-column", default="text", help="document column (default: text)")
     group.add_argument("--prompt-column", default="prompt", help="prompt column of prompt/completion data")
     group.add_argument("--completion-column", default="completion", help="completion column")
     group.add_argument("--id-column", default=None, help="column with record ids (default: row number)")
-    group.add_argument("--modules", default="mlp", help="tracked layers: mlp, attention, all, or a regex")
+    group.add_argument("--modules", default=None, help="tracked layers: mlp, attention, all, or a regex "
+                                                      "(default: a peft adapter's LoRA layers, else mlp)")
     group.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
     group.add_argument("--max-length", type=int, default=None, help="context length (default: the model's)")
     group.add_argument("--dtype", default=None, choices=sorted(DTYPES),
@@ -86,7 +89,7 @@ def load_train(args: argparse.Namespace) -> list[dict[str, Any]]:
 def make_adapter(args: argparse.Namespace) -> CausalLMAdapter:
     """The model of ``--model`` with its tokenizer, on this process's device (`local_device`)."""
     adapter = CausalLMAdapter.from_pretrained(
-        args.model, dtype=DTYPES[args.dtype] if args.dtype else None, modules=args.modules,
+        args.model, dtype=DTYPES[args.dtype] if args.dtype else None, base_model=args.base_model, modules=args.modules,
         columns=columns_from(args), max_length=args.max_length, chat_template=args.chat_template,
     )
     adapter.model.to(local_device())

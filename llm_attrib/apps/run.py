@@ -4,8 +4,8 @@ Tasks (`TASKS`):
 
 * ``trace``: the training records behind each query's completion (the model generates it where a query has
   none), scored by a gradient method of `ATTRIBUTORS`, optionally only on a TF-IDF/BM25 prefilter's candidates.
-  Writes ``scores.json`` (every query's score for every training id, its top records with text and top tokens)
-  and ``report.md``. A positive score means the record raises log Pr(completion | prompt).
+  Writes ``scores.json`` (every query's score for every training id, its top records and opponents with text and
+  token parts), ``report.md`` and ``report.html`` (`llm_attrib.apps.html_report`: token heat-maps). A positive score means the record raises log Pr(completion | prompt).
 * ``value``: one value per row of a labelled data set by a method of `VALUATION_METHODS` (numeric ``features``,
   or a ``text`` column embedded by ``model``), through the code of ``llm-attrib value``. Writes ``values.json``
   and ``report.md`` (lowest and highest rows). Higher value = the row helps the base model more.
@@ -109,6 +109,7 @@ def quoted(text: str) -> str:
 def run_trace(recipe: Recipe, name: str) -> list[Path]:
     """Trace every query to the training records behind it; write scores.json and report.md."""
     from llm_attrib.adapters.causal_lm import CausalLMAdapter
+    from llm_attrib.apps.html_report import trace_html
     from llm_attrib.apps.trace import trace_queries
     from llm_attrib.attributors import ATTRIBUTORS
     from llm_attrib.attributors.influence import InfluenceAttributor
@@ -119,7 +120,7 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
     if recipe.model == DEMO:
         model, tokenizer = demo_bundle().model, demo_bundle().tokenizer
     else:
-        loaded = CausalLMAdapter.from_pretrained(recipe.model)
+        loaded = CausalLMAdapter.from_pretrained(recipe.model, base_model=recipe.base_model)
         model, tokenizer = loaded.model, loaded.tokenizer
     model.to(local_device())
     train = train_records(recipe)
@@ -146,7 +147,8 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
                     for report, row in zip(reports, scores.values.tolist())],
     })
     write_text(out / "report.md", trace_markdown(name, recipe, reports, meta, train))
-    return [out / "scores.json", out / "report.md"]
+    write_text(out / "report.html", trace_html(reports, meta, title=f"Trace: {name}"))
+    return [out / "scores.json", out / "report.md", out / "report.html"]
 
 
 def prefilter_config(method: Any) -> Any:
@@ -163,6 +165,8 @@ def check_trace(recipe: Recipe) -> None:
     from llm_attrib.attributors.influence import InfluenceConfig
     from llm_attrib.prefilter import PREFILTERS
 
+    if recipe.model == DEMO and recipe.base_model is not None:
+        raise UserInputError("base_model is for a peft adapter folder as `model`, not the demo; remove it")
     require(recipe, "trace", needs=("model", "queries"),
             refuses=("validation", "method.estimator", "train.label", "train.features", "queries.label",
                      "queries.features"))

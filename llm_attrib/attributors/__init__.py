@@ -74,7 +74,8 @@ def _history(training: TrainingHistory | None, method: str) -> TrainingHistory:
 
 
 def influence_factory(curvature: str, normalize: str | None = None, damping: float | str | None = None) -> AttributorFactory:
-    """Factory of an `InfluenceAttributor` on the MLP layers of a causal LM (identity curvature = grad-dot);
+    """Factory of an `InfluenceAttributor` on the default layers of a causal LM (MLP; a peft model's LoRA layers)
+    (identity curvature = grad-dot);
     ``damping=None`` keeps the attributor's default."""
 
     def factory(model: Any, tokenizer: Any, training: TrainingHistory | None = None) -> Any:
@@ -82,7 +83,7 @@ def influence_factory(curvature: str, normalize: str | None = None, damping: flo
         from llm_attrib.attributors.influence import InfluenceAttributor
 
         kwargs = {} if damping is None else {"damping": damping}
-        return InfluenceAttributor(CausalLMAdapter(model, tokenizer, modules="mlp"), curvature, normalize=normalize,
+        return InfluenceAttributor(CausalLMAdapter(model, tokenizer), curvature, normalize=normalize,
                                    **kwargs)
 
     factory.fit_key = ("influence", curvature, normalize)  # type: ignore[attr-defined]
@@ -91,29 +92,29 @@ def influence_factory(curvature: str, normalize: str | None = None, damping: flo
 
 
 def trak_factory(projection_dim: int = 32, n_models: int = 1) -> AttributorFactory:
-    """Factory of a `TrakAttributor` on the MLP layers (default damping): of the one model given, or (``n_models``
-    > 1) averaged over it and ``n_models - 1`` models from ``training.models``."""
+    """Factory of a `TrakAttributor` on the default layers (MLP; LoRA on peft) (default damping): of the one model
+    given, or (``n_models`` > 1) averaged over it and ``n_models - 1`` models from ``training.models``."""
 
     def factory(model: Any, tokenizer: Any, training: TrainingHistory | None = None) -> Any:
         from llm_attrib.attributors.checkpoints import Checkpoints
         from llm_attrib.attributors.trak import TrakAttributor
 
         models = [model] if n_models == 1 else _history(training, "a TRAK ensemble").models(n_models)
-        return TrakAttributor(Checkpoints(models, tokenizer, modules="mlp"), projection_dim=projection_dim)
+        return TrakAttributor(Checkpoints(models, tokenizer), projection_dim=projection_dim)
 
     return factory
 
 
 def tracin_factory() -> AttributorFactory:
-    """Factory of a `TracInAttributor` on the MLP layers over ``training.checkpoints()`` (the last is the final model),
-    each weighted by its learning rate × steps. On the final model alone TracIn is grad-dot times a learning rate."""
+    """Factory of a `TracInAttributor` on the default layers (MLP; LoRA on peft) over ``training.checkpoints()``
+    (the last is the final model), each weighted by its learning rate × steps. On the final model alone TracIn is grad-dot times a learning rate."""
 
     def factory(model: Any, tokenizer: Any, training: TrainingHistory | None = None) -> Any:
         from llm_attrib.attributors.checkpoints import Checkpoints
         from llm_attrib.attributors.tracin import TracInAttributor
 
         checkpoints, learning_rates = _history(training, "TracIn").checkpoints()
-        return TracInAttributor(Checkpoints(checkpoints, tokenizer, modules="mlp"), learning_rates)
+        return TracInAttributor(Checkpoints(checkpoints, tokenizer), learning_rates)
 
     return factory
 

@@ -181,6 +181,8 @@ class Recipe:
     output: OutputSpec
     train: DataSpec | Literal["demo"]
     model: str | None = field(default=None, metadata=MODEL_PATH)
+    base_model: str | None = field(default=None, metadata=MODEL_PATH)
+    """A peft adapter's local base model folder, instead of the adapter's ``base_model_name_or_path``."""
     queries: list[Query] | DataSpec | None = None
     validation: DataSpec | None = None
     generate: GenerateSpec | None = None
