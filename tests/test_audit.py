@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from llm_attrib.demo.training import train_causal_lm
 from llm_attrib.errors import UserInputError
 from llm_attrib.overlap import longest_common_span
 from llm_attrib.significance import CORRECTIONS, group_p_values, permutation_p_values, require_reachable
+from test_html_report import cards
 
 torch.set_num_threads(1)
 
@@ -177,10 +179,25 @@ def audits(audit_files, tmp_path_factory):
         records, outputs = audit_files[1:] if seed == SEEDS[0] else build_audit(folder, seed)
         console = io.StringIO()
         with contextlib.redirect_stdout(console):
-            assert main(audit_args(folder, "--outputs", str(folder / "outputs.jsonl"))) == 0
+            assert main(audit_args(folder, "--outputs", str(folder / "outputs.jsonl"), "--html",
+                                   str(folder / "report" / "audit.html"))) == 0
         report = json.loads((folder / "report" / "audit.json").read_text())
         results.append((records, outputs, report, console.getvalue(), (folder / "report" / "audit.md").read_text()))
     return results
+
+
+def test_the_html_report_shows_the_json_verdicts_and_evidence(audits, audit_files):
+    """The first seed's audit.html: one verdict row per finding with the JSON's score and p-values, and for each
+    flagged work its top records with the JSON's scores."""
+    report, page = audits[0][2], (audit_files[0] / "report" / "audit.html").read_text()
+    rows = re.findall(r"<tr><td>\d+</td>.*?</tr>", page)
+    assert len(rows) == len(report["findings"])
+    for row, finding in zip(rows, report["findings"]):
+        assert [float(v) for v in re.findall(r'data-value="([^"]+)"', row)] == [
+            finding["score"], finding["p_value"], finding["adjusted_p"]]
+    flagged = [(r["train_id"], r["score"]) for f in report["findings"] if f["flagged"] for r in f["top_records"]]
+    assert [(i, v) for kind, i, v, _ in cards(page) if kind == "work-record"] == flagged
+    assert page.count("<mark>") == 2 * sum(f["flagged"] and f["overlap"]["words"] > 0 for f in report["findings"])
 
 
 def test_audit_report_states_its_method_test_and_verdicts(audits):

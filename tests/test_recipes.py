@@ -14,6 +14,7 @@ from llm_attrib.cli import main
 from llm_attrib.demo.training import torch_threads
 from llm_attrib.errors import UserInputError
 from llm_attrib.recipe import load_recipe
+from test_html_report import cards
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 ROLEPLAY = RECIPES.parents[1] / "shared" / "data" / "gpteacher_roleplay.json"
@@ -72,6 +73,12 @@ def test_demo_trace_recipe_traces_given_and_generated_completions_with_the_metho
         assert [record["train_id"] for record in query["top"]] == [result["train_ids"][i] for i in top]
         assert [record["score"] for record in query["top"]] == [query["scores"][i] for i in top]
         assert all(texts[record["train_id"]] in report for record in query["top"])
+        negative = [i for i in sorted(range(len(row)), key=lambda i: query["scores"][i]) if query["scores"][i] < 0]
+        assert [record["train_id"] for record in query["bottom"]] == [result["train_ids"][i] for i in negative[:5]]
+    page = (tmp_path / "report.html").read_text()  # the HTML report shows the JSON's records and scores
+    assert cards(page) == [(kind, record["train_id"], record["score"], f"{record['score']:+.4g}")
+                           for query in result["queries"]
+                           for kind, key in (("proponent", "top"), ("opponent", "bottom")) for record in query[key]]
     assert_whole(tmp_path)
 
 

@@ -5,7 +5,8 @@ Tasks (`TASKS`):
 * ``trace``: the training records behind each query's completion (the model generates it where a query has
   none), scored by a gradient method of `ATTRIBUTORS`, optionally only on a TF-IDF/BM25 prefilter's candidates.
   Writes ``scores.json`` (every query's score for every training id, its top records and opponents with text and
-  token parts), ``report.md`` and ``report.html`` (`llm_attrib.apps.html_report`: token heat-maps). A positive score means the record raises log Pr(completion | prompt).
+  token parts), ``report.md`` and ``report.html`` (`llm_attrib.apps.html_report`: token heat-maps). A positive
+  score means the record raises log Pr(completion | prompt).
 * ``value``: one value per row of a labelled data set by a method of `VALUATION_METHODS` (numeric ``features``,
   or a ``text`` column embedded by ``model``), through the code of ``llm-attrib value``. Writes ``values.json``
   and ``report.md`` (lowest and highest rows). Higher value = the row helps the base model more.

@@ -2,8 +2,8 @@
 
 ``trace(attributor, train, prompt, completion)`` scores every training record against the measurement
 ``log Pr(completion | prompt)`` (generating the completion first if none is given) and reports the top
-records with their scores and, for each, the tokens that carry most of the score. Positive score = the
-record raises the probability of the completion.
+records (proponents) and the most negative ones (opponents) with their scores and, for each, the tokens that carry
+most of the score. Positive score = the record raises the probability of the completion.
 """
 
 from __future__ import annotations
@@ -11,37 +11,53 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from llm_attrib import __version__
 from llm_attrib.apps import options
 from llm_attrib.attributors.influence import InfluenceAttributor
-from llm_attrib.data import prompt_token_ids, record_text
+from llm_attrib.data import IGNORE_INDEX, prompt_token_ids, record_text
 from llm_attrib.distributed import broadcast_from_main, is_main_process
 from llm_attrib.errors import UserInputError
 from llm_attrib.prefilter import Prefilter
 from llm_attrib.scores import Scores, by_predicted_token
+from llm_attrib.store import data_fingerprint
 
 
 @dataclass
 class TracedRecord:
-    """One training record behind the output: its id, score, text and its most influential tokens."""
+    """One training record behind the output: its id, score, text and its most influential tokens.
+
+    tokens: every token of the record with its part of ``score`` (by the token it predicts, `by_predicted_token`;
+    the parts sum to ``score``). output_parts: the record's part through each output token (`TraceReport`'s
+    ``output_tokens``, prompt then completion, by the token predicted); they sum to ``score`` up to float error.
+    """
 
     train_id: Any
     score: float
     text: str
     top_tokens: list[tuple[str, float]] = field(default_factory=list)
+    tokens: list[tuple[str, float]] = field(default_factory=list)
+    output_parts: list[float] = field(default_factory=list)
 
 
 @dataclass
 class TraceReport:
+    """One query traced: ``top`` (proponents, highest scores first) and ``bottom`` (opponents, most negative
+    first); ``output_tokens`` the tokens of prompt + completion, the first ``n_prompt_tokens`` the prompt's."""
+
     prompt: str
     completion: str
     method: str
     units: str
     top: list[TracedRecord]
     generated: bool = False  # the model generated the completion
+    bottom: list[TracedRecord] = field(default_factory=list)
+    output_tokens: list[str] = field(default_factory=list)
+    n_prompt_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "sign": "positive = the record raises log Pr(completion | prompt)"}
@@ -100,32 +116,65 @@ def trace_queries(
         attributor.fit(train)
     scorer = attributor if prefilter is None else prefilter.around(attributor)
     scores = scorer.score(records, train, per_token=True)
-    reports = [
-        TraceReport(prompt=prompt, completion=completion, method=scores.method, units=scores.units,
-                    top=top_records(adapter, train, scores, q, top_k, tokens_per_record),
-                    generated=queries[q][1] is None)
-        for q, (prompt, completion) in enumerate(pairs)
-    ]
+    reports = []
+    row_of = {train_id: i for i, train_id in enumerate(scores.train_ids)}
+    for q, (prompt, completion) in enumerate(pairs):
+        top = top_records(adapter, train, scores, q, top_k, tokens_per_record)
+        bottom = [record for record in top_records(adapter, train, scores, q, top_k, tokens_per_record, largest=False)
+                  if record.score < 0]  # opponents: only records that lower the completion's log-probability
+        listed = top + bottom
+        encoded, parts = output_parts(attributor, [train[row_of[r.train_id]] for r in listed], prompt, completion)
+        for record, row in zip(listed, parts.tolist()):
+            record.output_parts = row
+        reports.append(TraceReport(
+            prompt=prompt, completion=completion, method=scores.method, units=scores.units, top=top,
+            generated=queries[q][1] is None, bottom=bottom,
+            output_tokens=[adapter.tokenizer.decode([t]) for t in encoded.input_ids],
+            n_prompt_tokens=sum(label == IGNORE_INDEX for label in encoded.labels)))
     return scores, reports
 
 
+def output_parts(attributor: InfluenceAttributor, records: Sequence[Any], prompt: str, completion: str,
+                 block: int = 32) -> tuple[Any, torch.Tensor]:
+    """Each record's influence through each position of the output ``prompt + completion``: the output's
+    encoding and ``[n_records, T]`` float64 parts, by the token each position predicts (`by_predicted_token`).
+
+    Influence is symmetric in its two gradients, so the records are scored as queries against the output as the one
+    "training" record: its per-token parts are ``g_tᵀ Q a_t`` at each output position ``t`` (``a_t``, ``g_t`` from
+    the gradient of log Pr(completion | prompt)); a record's parts sum to its score. A prompt token's part is
+    influence that reaches the completion only through attention.
+    """
+    adapter = attributor.adapter
+    output = {adapter.columns.prompt: prompt, adapter.columns.completion: completion}
+    encoded = adapter.encode([output])[0]
+    rows = [torch.zeros(0, len(encoded.input_ids), dtype=torch.float64)]
+    for start in range(0, len(records), block):
+        scores = attributor.score(list(records[start : start + block]), [output], per_token=True)
+        rows.append(torch.stack([by_predicted_token(row[0].double()) for row in scores.per_token]))
+    return encoded, torch.cat(rows)
+
+
 def top_records(adapter: Any, train: Sequence[Any], scores: Scores, query: int, top_k: int,
-                tokens_per_record: int) -> list[TracedRecord]:
-    """Query ``query``'s ``top_k`` scored records, each with its ``tokens_per_record`` highest-scoring tokens: a
+                tokens_per_record: int, largest: bool = True) -> list[TracedRecord]:
+    """Query ``query``'s ``top_k`` scored records with the highest scores (``largest=False``: the most negative,
+    most negative first), each with its ``tokens_per_record`` tokens of largest part in the same direction: a
     token's share is the part through the position before it, whose activations predict it (`by_predicted_token`)."""
     top = []
     finite = torch.isfinite(scores.values[query])
-    order = [i for i in torch.argsort(scores.values[query], descending=True).tolist() if finite[i]][:top_k]
+    order = [i for i in torch.argsort(scores.values[query], descending=largest).tolist() if finite[i]][:top_k]
     for index in order:
         example = adapter.encode([train[index]], first_index=index)[0]
         token_scores = by_predicted_token(scores.per_token[query][index])  # the first token: predicted by none
-        best = (torch.argsort(token_scores[1:], descending=True)[:tokens_per_record] + 1).tolist()
+        best = (torch.argsort(token_scores[1:], descending=largest)[:tokens_per_record] + 1).tolist()
+        tokens = [(adapter.tokenizer.decode([token]), float(part)) for token, part in
+                  zip(example.input_ids, token_scores.tolist())]
         top.append(TracedRecord(
             train_id=scores.train_ids[index],
             score=float(scores.values[query, index]),
             text=(record_text(train[index], adapter.columns, separator="") if isinstance(train[index], dict)
                   else str(train[index])),
-            top_tokens=[(adapter.tokenizer.decode([example.input_ids[t]]), float(token_scores[t])) for t in best],
+            top_tokens=[tokens[t] for t in best],
+            tokens=tokens,
         ))
     return top
 
@@ -175,6 +224,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--max-new-tokens", type=at_least_one, default=32,
                         help="generation budget when --completion is not given (at least 1)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--html", default=None, metavar="FILE",
+                        help="also write a self-contained HTML report (token heat-maps, proponents, opponents)")
     parser.set_defaults(func=run)
 
 
@@ -199,4 +250,12 @@ def run(args: argparse.Namespace) -> int:
     if not is_main_process():
         return 0
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_report(report))
+    if args.html is not None:
+        from llm_attrib.apps.html_report import trace_html
+        from llm_attrib.apps.run import write_text
+
+        metadata = {"kind": "trace", "library_version": __version__, "method": report.method, "units": report.units,
+                    "model_fingerprint": adapter.fingerprint(), "data_fingerprint": data_fingerprint(list(train)),
+                    "arguments": {k: v for k, v in vars(args).items() if k != "func"}}
+        write_text(Path(args.html), trace_html([report], metadata))
     return 0

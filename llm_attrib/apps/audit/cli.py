@@ -1,4 +1,5 @@
-"""``llm-attrib audit``: its options, the outputs to audit, and the run that writes audit.json and audit.md."""
+"""``llm-attrib audit``: its options, the outputs to audit, and the run that writes audit.json and audit.md (and
+``--html``'s report)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from llm_attrib.apps import options
 from llm_attrib.apps.audit.findings import audit, work_labels
 from llm_attrib.apps.audit.permutation_test import DEFAULT_ALPHA, DEFAULT_CORRECTION, DEFAULT_DRAWS
 from llm_attrib.apps.audit.rendering import audit_markdown, format_verdicts
+from llm_attrib.apps.html_report import audit_html
 from llm_attrib.apps.trace import at_least_one
 from llm_attrib.apps.run import write_text
 from llm_attrib.data import load_records
@@ -46,6 +48,8 @@ def add_parser(subparsers: Any) -> None:
     group.add_argument("--max-new-tokens", type=at_least_one, default=32,
                        help="generated tokens at most, when an output has no completion (at least 1)")
     group.add_argument("--output-dir", default="audit", help="where audit.json and audit.md go (default: ./audit)")
+    group.add_argument("--html", default=None, metavar="FILE",
+                       help="also write a self-contained HTML report (verdicts, evidence, overlap highlighted)")
     parser.set_defaults(func=run)
 
 
@@ -76,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output_dir)
     write_json(out / "audit.json", report.to_dict())
     write_text(out / "audit.md", audit_markdown(report))
+    written = [out / "audit.json", out / "audit.md"]
+    if args.html is not None:
+        written.append(Path(args.html))
+        write_text(written[-1], audit_html(report))
     print(format_verdicts(report))
-    print(f"flagged: {', '.join(report.flagged_works()) or 'none'}; wrote {out / 'audit.json'}, {out / 'audit.md'}")
+    print(f"flagged: {', '.join(report.flagged_works()) or 'none'}; wrote {', '.join(map(str, written))}")
     return 0

@@ -10,11 +10,11 @@ from typing import Any, Sequence
 
 import torch
 
-from llm_attrib.apps.trace import TracedRecord, TraceReport, top_records
+from llm_attrib.apps.trace import TracedRecord, TraceReport, output_parts, top_records
 from llm_attrib.attributors.influence import InfluenceAttributor
 from llm_attrib.data import IGNORE_INDEX, record_text
 from llm_attrib.overlap import Overlap, longest_common_span
-from llm_attrib.scores import Scores, by_predicted_token
+from llm_attrib.scores import Scores
 
 EXCERPT_CHARS = 300
 
@@ -31,11 +31,17 @@ class OutputToken:
 
 
 def verbatim_overlap(attributor: InfluenceAttributor, train: Sequence[Any], rows: Sequence[int], scores: Scores,
-                     completion: str) -> tuple[Overlap, Any]:
-    """The longest run of ``completion`` words found verbatim in a record ``train[rows]`` and that record's id
-    (``None`` when no word is shared)."""
-    overlap = longest_common_span(completion, [_text(attributor, train[i]) for i in rows])
-    return overlap, None if overlap.source is None else scores.train_ids[rows[overlap.source]]
+                     completion: str) -> tuple[Overlap, Any, str, int]:
+    """The longest run of ``completion`` words found verbatim in a record ``train[rows]``, that record's id
+    (``None`` when no word is shared), and an excerpt of its text around the run (`EXCERPT_CHARS` either side)
+    with the excerpt's character offset in the record."""
+    texts = [_text(attributor, train[i]) for i in rows]
+    overlap = longest_common_span(completion, texts)
+    if overlap.source is None:
+        return overlap, None, "", 0
+    start = max(0, overlap.source_start - EXCERPT_CHARS)
+    excerpt = texts[overlap.source][start : overlap.source_end + EXCERPT_CHARS]
+    return overlap, scores.train_ids[rows[overlap.source]], excerpt, start
 
 
 def work_top_records(attributor: InfluenceAttributor, train: Sequence[Any], rows: Sequence[int], scores: Scores,
@@ -51,26 +57,19 @@ def work_top_records(attributor: InfluenceAttributor, train: Sequence[Any], rows
 
 
 def output_positions(attributor: InfluenceAttributor, records: Sequence[Any], report: TraceReport, top: int,
-                  block: int = 32) -> tuple[float, list[OutputToken]]:
+                     block: int = 32) -> tuple[float, list[OutputToken]]:
     """The work's summed influence through each position of the output, and the ``top`` positions.
 
-    Influence is symmetric in its two gradients, so the work's records are scored as queries against the output
-    as the one "training" record: its per-token parts are ``g_tᵀ Q a_t`` at each output position ``t`` (``a_t``,
-    ``g_t`` from the gradient of log Pr(completion | prompt)), and they sum over positions and records to the work's
-    group score. Each part is reported against the token its position predicts (`by_predicted_token`): a completion
-    token's share is the part through the position before it; a prompt token's share (``in_completion`` False) is
-    influence that reaches the completion only through attention. Returns ``(sum of all parts, top positions)``.
+    The parts are `output_parts` summed over the work's records (they sum over positions and records to the work's
+    group score), each reported against the token its position predicts: a completion token's share is the part
+    through the position before it; a prompt token's share (``in_completion`` False) is influence that reaches the
+    completion only through attention. Returns ``(sum of all parts, top positions)``.
     """
-    adapter = attributor.adapter
-    output = {adapter.columns.prompt: report.prompt, adapter.columns.completion: report.completion}
-    encoded = adapter.encode([output])[0]
-    parts = torch.zeros(len(encoded.input_ids), dtype=torch.float64)
-    for start in range(0, len(records), block):
-        scores = attributor.score(list(records[start : start + block]), [output], per_token=True)
-        parts += sum(by_predicted_token(row[0].double()) for row in scores.per_token)
+    encoded, parts = output_parts(attributor, records, report.prompt, report.completion, block)
+    parts = parts.sum(0)
     best = (torch.argsort(parts[1:], descending=True)[:top] + 1).tolist()  # the first token: predicted by none
     return float(parts.sum()), [
-        OutputToken(position=t, token=adapter.tokenizer.decode([encoded.input_ids[t]]),
+        OutputToken(position=t, token=attributor.adapter.tokenizer.decode([encoded.input_ids[t]]),
                     in_completion=encoded.labels[t] != IGNORE_INDEX, score=float(parts[t])) for t in best]
 
 

@@ -33,7 +33,8 @@ class WorkFinding:
     score: sum of the work's records' scores (positive = they raise the output's log-probability); p_value: share of
     random unprotected groups of ``n_records`` records scoring at least as much (add-one); adjusted_p: after the
     correction over the audit's tests. ``overlap``: the longest run of completion words found verbatim in the
-    work's record ``overlap_record`` (its id; ``None`` when no word is shared). ``output_tokens`` (flagged works):
+    work's record ``overlap_record`` (its id; ``None`` when no word is shared); ``overlap_excerpt``: that record's
+    text around the run, starting at its character ``overlap_excerpt_start``. ``output_tokens`` (flagged works):
     the output positions carrying most of the score; ``token_parts_sum``: the sum over all positions, equal to
     ``score`` up to float error (a check).
     """
@@ -50,6 +51,8 @@ class WorkFinding:
     top_records: list[TracedRecord]
     output_tokens: list[OutputToken] = field(default_factory=list)
     token_parts_sum: float | None = None
+    overlap_excerpt: str = ""
+    overlap_excerpt_start: int = 0
 
 
 @dataclass
@@ -119,12 +122,14 @@ def audit(
         for g, label in enumerate(test.labels):
             rows = members[label]
             flagged = bool(adjusted[q, g] < alpha)
-            overlap, source = verbatim_overlap(attributor, train, rows, scores, report.completion)
+            overlap, source, excerpt, excerpt_start = verbatim_overlap(attributor, train, rows, scores,
+                                                                       report.completion)
             finding = WorkFinding(
                 work=str(label), output=q, n_records=len(rows), score=float(test.scores[q, g]),
                 p_value=float(test.p_values[q, g]), adjusted_p=float(adjusted[q, g]), flagged=flagged,
                 overlap=overlap, overlap_record=source,
                 top_records=work_top_records(attributor, train, rows, scores, q, top_k, tokens_per_record),
+                overlap_excerpt=excerpt, overlap_excerpt_start=excerpt_start,
             )
             if flagged:
                 scored = [train[i] for i in rows if torch.isfinite(scores.values[q, i])]
