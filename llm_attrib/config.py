@@ -199,17 +199,23 @@ class Config:
             raise ConfigError(flag, error.problem) from None
 
 
+BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+"""Flag texts of an optional bool field (a plain bool field is a ``--x/--no-x`` switch)."""
+
+
 def _parser_of(hint: Any) -> Callable[[str], Any]:
     """Parse a flag's text as the first type of the field's annotation ``hint`` that accepts it (``"none"`` for
     None; numbers before strings; a tuple from comma-separated items of its element type; any other class, such as
     `pathlib.Path`, from the text): ``--damping 1e-8`` is a float, ``--damping heuristic`` a string,
-    ``--query-rank none`` None, ``--methods a,b`` ``("a", "b")``."""
+    ``--query-rank none`` None, ``--methods a,b`` ``("a", "b")``, ``--bos true`` True (an optional bool)."""
     allowed = _allowed_types(hint)
     element = _tuple_element(hint)
 
     def parse(text: str) -> Any:
         if type(None) in allowed and text.lower() in ("none", "null"):
             return None
+        if bool in allowed and text.lower() in BOOLEANS:
+            return BOOLEANS[text.lower()]
         for kind in (int, float):
             if kind in allowed:
                 try:
@@ -220,7 +226,7 @@ def _parser_of(hint: Any) -> Callable[[str], Any]:
             return text
         if tuple in allowed:
             return tuple(element(part) for part in text.split(",") if part)
-        other = [kind for kind in allowed if kind not in (int, float, type(None))]
+        other = [kind for kind in allowed if kind not in (int, float, bool, type(None))]
         if other:
             return other[0](text)
         raise argparse.ArgumentTypeError(f"expected {_type_name(allowed)}, got {text!r}")

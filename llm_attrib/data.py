@@ -5,6 +5,11 @@ A *record* is a mapping. Two shapes are understood (column names configurable th
 * prompt/completion (``{"prompt": ..., "completion": ...}``): only completion tokens are scored;
 * document (``{"text": ...}``): every token after the first is scored.
 
+Special tokens (`EncodingConfig`): by default a record gets the ones the tokenizer adds to a text, as when a model
+is fine-tuned with ``Trainer`` on ``tokenizer(text)`` and labels = input ids; for a prompt/completion record the
+tokenizer's BOS goes before the prompt and its EOS after the completion. ``bos``/``eos`` = True put one there
+where the tokenizer adds none, False leave it out.
+
 An `Encoded` example holds ``input_ids`` and ``labels`` of the same length, ``labels[t] = input_ids[t]`` where
 token ``t`` is scored and ``IGNORE_INDEX`` (-100) elsewhere. Token ``t`` is predicted from tokens ``< t``, so
 the scored quantity is ``Σ_{t: labels[t] != -100} log Pr(input_ids[t] | input_ids[:t])``.
@@ -20,6 +25,7 @@ from typing import Any, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
+from llm_attrib.config import Config, option
 from llm_attrib.errors import UserInputError
 
 IGNORE_INDEX = -100
@@ -43,6 +49,17 @@ class Columns:
     completion: str = "completion"
     text: str = "text"
     id: str | None = None
+
+
+@dataclass(frozen=True)
+class EncodingConfig(Config):
+    """How records become tokens beyond the tokenizer's own text encoding (CLI ``--bos``, recipe ``encoding.bos`` …);
+    part of the adapter's fingerprint."""
+
+    bos: bool | None = option(None, "BOS first: true prepends it where the tokenizer adds none (then every real "
+                                    "token is scored), false leaves it out; none: as the tokenizer adds it")
+    eos: bool | None = option(None, "EOS last (after a completion): true appends it where the tokenizer adds none, "
+                                    "false leaves it out; none: as the tokenizer adds it")
 
 
 @dataclass(frozen=True)
@@ -121,17 +138,52 @@ def _token_ids(tokenizer: Any, text: str, add_special_tokens: bool) -> list[int]
     return list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
 
-def prompt_token_ids(tokenizer: Any, prompt: str, chat_template: bool = False) -> list[int]:
-    """The prompt's token ids: with the tokenizer's special tokens, or its chat template (user turn +
-    generation prompt)."""
+def tokenizer_adds(tokenizer: Any) -> tuple[bool, bool]:
+    """Whether the tokenizer puts BOS first and EOS last when it encodes a text with its special tokens."""
+    special, plain = _token_ids(tokenizer, "a", True), _token_ids(tokenizer, "a", False)
+    adds = [token is not None and special[end:][:1] == [token] and plain[end:][:1] != [token]
+            for token, end in ((tokenizer.bos_token_id, 0), (tokenizer.eos_token_id, -1))]
+    return adds[0], adds[1]
+
+
+def _special_id(tokenizer: Any, name: str) -> int:
+    token = getattr(tokenizer, f"{name}_token_id")
+    if token is None:
+        raise UserInputError(f"{name}=True but the tokenizer has no {name.upper()} token; set tokenizer.{name}_token "
+                             f"or drop the option")
+    return int(token)
+
+
+def with_bos(tokenizer: Any, ids: list[int], bos: bool | None) -> list[int]:
+    """``ids`` (the tokenizer's own encoding, special tokens included) with a BOS first (``bos=True``, added where
+    missing), without the one the tokenizer adds (False), or as they are (None)."""
+    if bos is None:
+        return ids
+    if bos:
+        token = _special_id(tokenizer, "bos")
+        return ids if ids[:1] == [token] else [token, *ids]
+    return ids[1:] if tokenizer_adds(tokenizer)[0] and ids[:1] == [tokenizer.bos_token_id] else ids
+
+
+def with_eos(tokenizer: Any, ids: list[int], eos: bool) -> list[int]:
+    """``ids`` ending with one EOS (``eos=True``, added where missing), or without the one there (False)."""
+    if eos:
+        token = _special_id(tokenizer, "eos")
+        return ids if ids[-1:] == [token] else [*ids, token]
+    return ids[:-1] if ids[-1:] == [tokenizer.eos_token_id] and tokenizer_adds(tokenizer)[1] else ids
+
+
+def prompt_token_ids(tokenizer: Any, prompt: str, chat_template: bool = False, bos: bool | None = None) -> list[int]:
+    """The prompt's token ids: the tokenizer's encoding with its BOS but never an EOS, or its chat template (user turn
+    + generation prompt); a BOS as ``bos`` says (`with_bos`)."""
     if not chat_template:
-        return _token_ids(tokenizer, prompt, add_special_tokens=True)
+        return with_bos(tokenizer, with_eos(tokenizer, _token_ids(tokenizer, prompt, True), False), bos)
     if getattr(tokenizer, "chat_template", None) is None:
         raise UserInputError("chat_template=True but the tokenizer has no chat template; set one or drop the option")
     ids = tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
     )
-    return list(ids["input_ids"] if isinstance(ids, Mapping) else ids)
+    return with_bos(tokenizer, list(ids["input_ids"] if isinstance(ids, Mapping) else ids), bos)
 
 
 def encode_pair(
@@ -141,13 +193,14 @@ def encode_pair(
     *,
     max_length: int,
     chat_template: bool = False,
-    append_eos: bool = False,
+    encoding: EncodingConfig = EncodingConfig(),
     where: str = "record",
 ) -> Encoded:
     """Tokenise ``prompt`` and ``completion`` separately and concatenate them, so the boundary is exact.
 
-    The prompt gets the tokenizer's special tokens (or its chat template, as a user turn with the generation
-    prompt); completion tokens (plus EOS if ``append_eos``) are the only ones scored.
+    The prompt gets the tokenizer's BOS (or its chat template, as a user turn with the generation prompt), the
+    completion its EOS (both as ``encoding`` says, see the module docstring); completion tokens and that EOS are
+    the only ones scored.
     """
     if not isinstance(completion, str) or not completion.strip():
         raise UserInputError(
@@ -155,14 +208,14 @@ def encode_pair(
         )
     if not isinstance(prompt, str):
         raise UserInputError(f"{where}: the prompt must be a string, got {type(prompt).__name__}")
-    prompt_ids = prompt_token_ids(tokenizer, prompt, chat_template)
+    prompt_ids = prompt_token_ids(tokenizer, prompt, chat_template, encoding.bos)
     completion_ids = _token_ids(tokenizer, completion, add_special_tokens=False)
-    if append_eos and tokenizer.eos_token_id is not None:
-        completion_ids.append(tokenizer.eos_token_id)
+    if tokenizer_adds(tokenizer)[1] if encoding.eos is None else encoding.eos:
+        completion_ids = with_eos(tokenizer, completion_ids, True)
     if not prompt_ids:
         raise UserInputError(
             f"{where}: the prompt tokenises to nothing and the tokenizer adds no BOS token, so the first completion "
-            "token has no context; give a non-empty prompt"
+            "token has no context; give a non-empty prompt (or bos=True)"
         )
     total = len(prompt_ids) + len(completion_ids)
     if len(prompt_ids) >= max_length:
@@ -181,11 +234,16 @@ def encode_pair(
     )
 
 
-def encode_text(tokenizer: Any, text: str, *, max_length: int, where: str = "record") -> Encoded:
-    """Tokenise a document; every token after the first is scored."""
+def encode_text(tokenizer: Any, text: str, *, max_length: int, encoding: EncodingConfig = EncodingConfig(),
+                where: str = "record") -> Encoded:
+    """Tokenise a document with BOS and EOS as ``encoding`` says; every token after the first is scored (all real
+    tokens when the first is a BOS)."""
     if not isinstance(text, str) or not text.strip():
         raise UserInputError(f"{where}: the text is empty")
     ids = _token_ids(tokenizer, text, add_special_tokens=True)
+    if encoding.eos is not None:
+        ids = with_eos(tokenizer, ids, encoding.eos)
+    ids = with_bos(tokenizer, ids, encoding.bos)
     if len(ids) < 2:
         raise UserInputError(f"{where}: the text has fewer than 2 tokens, so nothing can be scored")
     if len(ids) > max_length:
@@ -203,7 +261,7 @@ def encode_record(
     columns: Columns = Columns(),
     max_length: int,
     chat_template: bool = False,
-    append_eos: bool = False,
+    encoding: EncodingConfig = EncodingConfig(),
     where: str = "record",
 ) -> Encoded:
     """Encode a prompt/completion record or a document record (see module docstring)."""
@@ -214,11 +272,11 @@ def encode_record(
             record[columns.completion],
             max_length=max_length,
             chat_template=chat_template,
-            append_eos=append_eos,
+            encoding=encoding,
             where=where,
         )
     if columns.text in record:
-        return encode_text(tokenizer, record[columns.text], max_length=max_length, where=where)
+        return encode_text(tokenizer, record[columns.text], max_length=max_length, encoding=encoding, where=where)
     raise UserInputError(
         f"{where}: no column '{columns.text}' and no pair '{columns.prompt}'/'{columns.completion}' "
         f"(columns present: {sorted(record)}); name the right columns"

@@ -97,7 +97,7 @@ def test_factors_of_prompt_completion_records_are_refused_for_the_same_texts_as_
     InfluenceAttributor(adapter, "kfac", fisher="empirical", cache_dir=tmp_path).fit(query_records)
     with pytest.raises(CacheMismatchError, match="data"):
         InfluenceAttributor(adapter, "kfac", fisher="empirical", cache_dir=tmp_path).fit(documents)
-    eos = CausalLMAdapter(gpt2, tokenizer, append_eos=True)
+    eos = CausalLMAdapter(gpt2, tokenizer, eos=True)
     assert eos.fingerprint() != adapter.fingerprint()  # EOS handling, like the tracked layers, is the model's key
     assert CausalLMAdapter(gpt2, tokenizer, modules="attention").fingerprint() != adapter.fingerprint()
 

@@ -15,6 +15,7 @@ from llm_attrib.demo.model import tiny_gpt2
 
 LONG_PROMPT = "the cat " * 60  # more tokens than the tiny model's context of 64
 VALUE_RECIPE = Path(__file__).parents[1] / "recipes" / "noisy-labels-value.yaml"
+TRACE_RECIPE = Path(__file__).parents[1] / "recipes" / "demo-trace.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +59,11 @@ def value_recipe(*overrides: str) -> list[str]:
     return ["run", str(VALUE_RECIPE), *(item for setting in settings for item in ("--set", setting))]
 
 
+def trace_recipe(*overrides: str) -> list[str]:
+    settings = ["output.dir={out}", *overrides]
+    return ["run", str(TRACE_RECIPE), *(item for setting in settings for item in ("--set", setting))]
+
+
 def value(data: str, *extra: str) -> list[str]:
     return ["value", "--method", "data-oob", "--data", f"{{files}}/{data}", "--label-column", "label",
             "--out", "{out}/values.csv", *extra]
@@ -84,6 +90,9 @@ CASES = {
                                 "base_model '"),
     "base model without peft": (trace("train.jsonl", "--base-model", "{files}/model"),
                                 "base_model is for a peft adapter folder"),
+    "bos not a bool": (trace("train.jsonl", "--bos", "maybe"), "argument --bos: expected bool or None, got 'maybe'"),
+    "recipe bos not a bool": (trace_recipe("encoding={bos: maybe}"), "encoding.bos must be bool or None"),
+    "recipe encoding in a value recipe": (value_recipe("encoding={eos: true}"), "`encoding` is not used by a value"),
     "unknown flag": (trace("train.jsonl", "--bogus"), "llm-attrib trace: error: unrecognized arguments: --bogus"),
     "bad int": (trace("train.jsonl", "--batch-size", "x"), "argument --batch-size"),
     "missing argument": (["trace", "--model", "{files}/model"], "the following arguments are required"),

@@ -1,13 +1,42 @@
-"""Real data as users have it: LoRA adapters with peft's defaults, a base model given by path."""
+"""Real data as users have it: LoRA adapters with peft's defaults, a base model given by path, BOS/EOS as the
+model was trained."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
+import torch
+from tokenizers import processors
 
+from llm_attrib.adapters import CausalLMAdapter
 from llm_attrib.cli import main
+from llm_attrib.data import IGNORE_INDEX, tokenizer_adds
 from tests.conftest import SENTENCES
+
+DOCUMENT = {"text": SENTENCES[0]}
+PAIR = {"prompt": "the cat sat on", "completion": " the mat"}
+
+
+def with_template(tokenizer, single: str):
+    """A copy of ``tokenizer`` whose special tokens are ``single`` (``"$A"``: none, as GPT-2's)."""
+    other = copy.deepcopy(tokenizer)
+    specials = [(t, tokenizer.convert_tokens_to_ids(t)) for t in (tokenizer.bos_token, tokenizer.eos_token)
+                if t in single]
+    other.backend_tokenizer.post_processor = processors.TemplateProcessing(single=single, special_tokens=specials)
+    return other
+
+
+@pytest.fixture()
+def no_bos(tokenizer):
+    return with_template(tokenizer, "$A")
+
+
+def hf_summed_loss(model, ids: list[int]) -> float:
+    """Hugging Face's own loss of ``ids`` (labels = input ids, mean over the predicted tokens) × their number."""
+    with torch.no_grad():
+        return float(model(torch.tensor([ids]), labels=torch.tensor([ids])).loss) * (len(ids) - 1)
 
 
 @pytest.fixture()
@@ -50,3 +79,71 @@ def test_base_model_overrides_an_unusable_base_model_name_or_path(lora_folders, 
     got = trace_json(capsys, lora_folders / "lora-hub", lora_folders / "train.jsonl", "--base-model",
                      str(lora_folders / "base"))
     assert got == expected
+
+
+# ------------------------------------------------------------------------------------------------- BOS and EOS
+@pytest.mark.parametrize("tokenizer_kind", ["adds BOS", "adds none"])
+def test_by_default_the_attributed_loss_is_hugging_faces_loss(gpt2, tokenizer, no_bos, tokenizer_kind):
+    """Defaults = Trainer on tokenizer(text) with labels = input ids: the loss the adapter attributes (minus its
+    measurement, whose gradient is the one every score uses) is HF's mean loss × the predicted tokens."""
+    tok = tokenizer if tokenizer_kind == "adds BOS" else no_bos
+    adapter = CausalLMAdapter(gpt2, tok)
+    ids = tok(DOCUMENT["text"])["input_ids"]
+    encoded = adapter.encode([DOCUMENT])[0]
+    assert list(encoded.input_ids) == ids and encoded.n_scored == len(ids) - 1
+    loss = -float(adapter.measurements([DOCUMENT])[0])
+    assert loss == pytest.approx(hf_summed_loss(gpt2, ids), rel=1e-6)  # log-probs in float32
+    batch = adapter.collate([encoded])
+    assert -float(adapter.log_prob(batch)[0]) == pytest.approx(loss, rel=1e-6)
+
+
+def test_bos_true_prepends_one_where_the_tokenizer_adds_none_and_scores_every_token(gpt2, tokenizer, no_bos):
+    adapter = CausalLMAdapter(gpt2, no_bos, bos=True)
+    words = no_bos(DOCUMENT["text"])["input_ids"]
+    encoded = adapter.encode([DOCUMENT])[0]
+    assert list(encoded.input_ids) == [no_bos.bos_token_id, *words]
+    assert list(encoded.labels) == [IGNORE_INDEX, *words]  # every real token scored
+    with torch.no_grad():
+        log_probs = torch.log_softmax(gpt2(torch.tensor([[no_bos.bos_token_id, *words]])).logits[0], dim=-1)
+    by_hand = sum(float(log_probs[t, words[t]]) for t in range(len(words)))  # position t predicts word t
+    assert float(adapter.measurements([DOCUMENT])[0]) == pytest.approx(by_hand, rel=1e-6)
+    # a tokenizer that adds BOS already: bos=True changes nothing; bos=False drops it
+    assert CausalLMAdapter(gpt2, tokenizer, bos=True).encode([DOCUMENT]) == CausalLMAdapter(gpt2, tokenizer).encode(
+        [DOCUMENT])
+    assert list(CausalLMAdapter(gpt2, tokenizer, bos=False).encode([DOCUMENT])[0].input_ids) == words
+
+
+def test_eos_for_documents_and_completions(gpt2, tokenizer):
+    eos = tokenizer.eos_token_id
+    document, pair = CausalLMAdapter(gpt2, tokenizer, eos=True).encode([DOCUMENT, PAIR])
+    assert document.input_ids[-1] == eos and document.labels[-1] == eos
+    assert pair.input_ids[-1] == eos and pair.labels[-1] == eos
+    assert pair.n_scored == len(tokenizer(PAIR["completion"], add_special_tokens=False)["input_ids"]) + 1
+    # a tokenizer that adds EOS: by default after the completion (as in tokenizer(prompt + completion)), never
+    # after the prompt; eos=False leaves it out
+    adds_eos = with_template(tokenizer, f"{tokenizer.bos_token} $A {tokenizer.eos_token}")
+    assert tokenizer_adds(adds_eos) == (True, True) and tokenizer_adds(tokenizer) == (True, False)
+    pair, document = CausalLMAdapter(gpt2, adds_eos).encode([PAIR, DOCUMENT])
+    assert pair.input_ids.count(eos) == 1 and pair.labels[-1] == eos and document.labels[-1] == eos
+    pair, document = CausalLMAdapter(gpt2, adds_eos, eos=False).encode([PAIR, DOCUMENT])
+    assert eos not in pair.input_ids and eos not in document.input_ids
+
+
+def test_the_encoding_is_in_the_fingerprint_and_the_default_fingerprint_is_unchanged(gpt2, tokenizer):
+    default = CausalLMAdapter(gpt2, tokenizer)
+    assert default.settings() == {"columns": {"prompt": "prompt", "completion": "completion", "text": "text",
+                                              "id": None},
+                                  "max_length": 64, "chat_template": False, "append_eos": False}
+    fingerprints = {CausalLMAdapter(gpt2, tokenizer, **options).fingerprint()
+                    for options in ({}, {"bos": True}, {"bos": False}, {"eos": True}, {"eos": False})}
+    assert len(fingerprints) == 5
+
+
+def test_bos_through_the_cli(tmp_path, gpt2, no_bos, capsys):
+    """--bos true scores the first word of each document: the scores change."""
+    gpt2.float().save_pretrained(tmp_path / "model")
+    no_bos.save_pretrained(tmp_path / "model")
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": s}) + "\n" for s in SENTENCES))
+    default = trace_json(capsys, tmp_path / "model", tmp_path / "train.jsonl")
+    with_bos = trace_json(capsys, tmp_path / "model", tmp_path / "train.jsonl", "--bos", "true")
+    assert [r["score"] for r in default["top"]] != [r["score"] for r in with_bos["top"]]

@@ -160,7 +160,7 @@ def test_log_likelihoods_match_a_hand_computation_for_any_batching(corpus, token
 def test_log_likelihoods_score_only_the_completion(corpus, tokenizer):
     model = gpt2(tokenizer)
     query = corpus.queries[0]
-    with_eos = log_likelihoods(model, tokenizer, [query], append_eos=True)
+    with_eos = log_likelihoods(model, tokenizer, [query], eos=True)
     without = log_likelihoods(model, tokenizer, [query])
     batch = collate([encode_record(tokenizer, query, max_length=64)], pad_token_id=tokenizer.pad_token_id)
     n_completion = len(tokenizer(query["completion"], add_special_tokens=False)["input_ids"])

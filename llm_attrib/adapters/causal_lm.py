@@ -14,7 +14,8 @@ from torch import nn
 
 from llm_attrib.adapters.base import Adapter, upcast
 from llm_attrib.capture import TrackedLayer, find_layers
-from llm_attrib.data import IGNORE_INDEX, Batch, Columns, Encoded, collate, encode_record
+from llm_attrib.data import (IGNORE_INDEX, Batch, Columns, Encoded, EncodingConfig, collate, encode_record,
+                             tokenizer_adds)
 from llm_attrib.errors import UserInputError
 
 LAYER_PRESETS: dict[str, tuple[str, ...]] = {
@@ -65,7 +66,8 @@ class CausalLMAdapter(Adapter):
         columns: record field names.
         max_length: context length; defaults to the model config's.
         chat_template: wrap prompts in the tokenizer's chat template (a user turn + generation prompt).
-        append_eos: append EOS to completions (as in SFT training).
+        encoding: BOS/EOS handling (`EncodingConfig`; default: as the tokenizer adds them); ``encoding_options``
+            (``bos=True``, ``eos=True`` …) change single fields of it.
         padding_side: "right" or "left"; scores do not depend on it.
         pad_to_multiple_of: pad batches to a multiple of this length (GPU-friendly shapes); scores do not
             depend on it.
@@ -80,9 +82,10 @@ class CausalLMAdapter(Adapter):
         columns: Columns = Columns(),
         max_length: int | None = None,
         chat_template: bool = False,
-        append_eos: bool = False,
+        encoding: EncodingConfig | None = None,
         padding_side: str = "right",
         pad_to_multiple_of: int | None = None,
+        **encoding_options: Any,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -90,7 +93,7 @@ class CausalLMAdapter(Adapter):
         self.columns = columns
         self.max_length = max_length or _context_length(model, tokenizer)
         self.chat_template = chat_template
-        self.append_eos = append_eos
+        self.encoding = (encoding or EncodingConfig()).replace(**encoding_options)
         self.padding_side = padding_side
         self.pad_to_multiple_of = pad_to_multiple_of
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -126,8 +129,15 @@ class CausalLMAdapter(Adapter):
         return cls(model, AutoTokenizer.from_pretrained(str(tokenizer_path)), **kwargs)
 
     def settings(self) -> dict[str, Any]:
+        """The encoding options enter where they are not the defaults, and so does a tokenizer that adds EOS (whose
+        EOS now follows a completion): a default adapter keeps the fingerprint it had before these options existed
+        (``append_eos`` False then), and caches made then still match."""
+        default = EncodingConfig()
+        encoding = {key: value for key, value in self.encoding.to_dict().items() if value != getattr(default, key)}
+        if tokenizer_adds(self.tokenizer)[1]:
+            encoding["tokenizer_adds_eos"] = True
         return {"columns": dataclasses.asdict(self.columns), "max_length": self.max_length,
-                "chat_template": self.chat_template, "append_eos": self.append_eos}
+                "chat_template": self.chat_template, "append_eos": False, **encoding}
 
     def encode(self, records: Sequence[Mapping[str, Any]], first_index: int = 0, name: str = "record") -> list[Encoded]:
         """Errors name a record as ``{name} {index}`` (``record 0``, or ``query 1`` for `trace`'s queries)."""
@@ -138,7 +148,7 @@ class CausalLMAdapter(Adapter):
                 columns=self.columns,
                 max_length=self.max_length,
                 chat_template=self.chat_template,
-                append_eos=self.append_eos,
+                encoding=self.encoding,
                 where=f"{name} {index}",
             )
             for index, record in enumerate(records, start=first_index)

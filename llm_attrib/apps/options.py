@@ -9,7 +9,7 @@ import torch
 
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
 from llm_attrib.attributors.influence import InfluenceAttributor, InfluenceConfig
-from llm_attrib.data import Columns, load_records, table_records
+from llm_attrib.data import Columns, EncodingConfig, load_records, table_records
 from llm_attrib.distributed import is_main_process, local_device, main_process_first
 from llm_attrib.errors import UserInputError
 from llm_attrib.prefilter import Prefilter, PrefilterConfig
@@ -34,6 +34,8 @@ def add_model_and_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-length", type=int, default=None, help="context length (default: the model's)")
     group.add_argument("--dtype", default=None, choices=sorted(DTYPES),
                        help="load the weights in this dtype (bfloat16 on a GPU; statistics stay float32/float64)")
+    EncodingConfig.add_arguments(group)
+    parser.set_defaults(configs=(*(parser.get_default("configs") or ()), EncodingConfig))
 
 
 def add_attributor_options(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +44,7 @@ def add_attributor_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("influence")
     InfluenceConfig.add_arguments(group)
     group.add_argument("--factors", default=None, help="folder for fitted factors (reused when they match)")
-    parser.set_defaults(configs=(InfluenceConfig,))
+    parser.set_defaults(configs=(*(parser.get_default("configs") or ()), InfluenceConfig))
 
 
 def add_prefilter_options(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +93,7 @@ def make_adapter(args: argparse.Namespace) -> CausalLMAdapter:
     adapter = CausalLMAdapter.from_pretrained(
         args.model, dtype=DTYPES[args.dtype] if args.dtype else None, base_model=args.base_model, modules=args.modules,
         columns=columns_from(args), max_length=args.max_length, chat_template=args.chat_template,
+        encoding=EncodingConfig.from_arguments(args),
     )
     adapter.model.to(local_device())
     return adapter

@@ -131,7 +131,8 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
     base = ATTRIBUTORS[method.name](model, tokenizer)
     config = base.config.from_dict({**base.config.to_dict(), "seed": recipe.seed, **method.options},
                                    where="method.options")
-    attributor = InfluenceAttributor(base.adapter, config=config, cache_dir=factors, progress=show_progress())
+    adapter = CausalLMAdapter(model, tokenizer, encoding=encoding_config(recipe))
+    attributor = InfluenceAttributor(adapter, config=config, cache_dir=factors, progress=show_progress())
     prefilter = None
     if method.prefilter is not None:
         prefilter = Prefilter(config=prefilter_config(method)).fit_or_load(
@@ -160,6 +161,13 @@ def prefilter_config(method: Any) -> Any:
     return PrefilterConfig.from_dict({"index": method.prefilter, **given}, where="method")
 
 
+def encoding_config(recipe: Recipe) -> Any:
+    """The `EncodingConfig` of a trace recipe's ``encoding`` (validated)."""
+    from llm_attrib.data import EncodingConfig
+
+    return EncodingConfig.from_dict(recipe.encoding or {}, where="encoding")
+
+
 def check_trace(recipe: Recipe) -> None:
     """One-line errors for what a trace recipe cannot run with, before any model is loaded."""
     from llm_attrib.attributors import ATTRIBUTORS
@@ -179,6 +187,7 @@ def check_trace(recipe: Recipe) -> None:
             raise UserInputError(f"method.options.{option}: set by method.name ({method.name!r}); choose another "
                                  "method instead")
     InfluenceConfig.from_dict(method.options, where="method.options")  # types and ranges, before any model loads
+    encoding_config(recipe)
     if method.prefilter is not None:
         choose(method.prefilter, sorted(PREFILTERS), "method.prefilter")
         prefilter_config(method)
@@ -244,7 +253,7 @@ def run_value(recipe: Recipe, name: str) -> list[Path]:
     from llm_attrib.valuation.registry import VALUATION_METHODS
 
     require(recipe, "value", needs=("train.label",),
-            refuses=("queries", "generate", "method.prefilter", "method.candidates", "method.factors",
+            refuses=("queries", "generate", "encoding", "method.prefilter", "method.candidates", "method.factors",
                      "train.prompt", "train.completion"))
     method = recipe.method
     choose(method.name, list(VALUATION_METHODS), "method.name")

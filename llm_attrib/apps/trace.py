@@ -68,7 +68,7 @@ def generate_completion(adapter: Any, prompt: str, max_new_tokens: int = 32, sto
     """Greedy continuation of ``prompt`` (the model's own output), special tokens dropped, cut before the
     first ``stop`` string. Errors name the prompt as ``where``."""
     tokenizer, model = adapter.tokenizer, adapter.model
-    prompt_ids = prompt_token_ids(tokenizer, prompt, adapter.chat_template)
+    prompt_ids = prompt_token_ids(tokenizer, prompt, adapter.chat_template, adapter.encoding.bos)
     n_prompt = len(prompt_ids)
     if n_prompt >= adapter.max_length:
         raise UserInputError(f"{where}: the prompt has {n_prompt} tokens but the model's context is "

@@ -63,7 +63,7 @@ def train_causal_lm(
     max_length: int | None = None,
     weight_decay: float = 0.0,
     columns: Columns = Columns(),
-    append_eos: bool = True,
+    eos: bool | None = True,
     progress: bool = False,
     num_threads: int | None = None,
     on_epoch_end: EpochHook | None = None,
@@ -71,14 +71,14 @@ def train_causal_lm(
     """Train ``model`` in place with AdamW and return it (in eval mode).
 
     Each step minimises the *mean* NLL over the scored tokens of the batch (documents: every token after the
-    first; prompt/completion: completion tokens, plus EOS if ``append_eos``). The record order of each epoch is a
-    seeded permutation; with ``seed`` and the thread count fixed the result is bitwise reproducible on CPU.
-    ``num_threads=1`` is the fastest for tiny models on a busy machine and makes the weights independent of the
+    first; prompt/completion: completion tokens, plus EOS if ``eos``, see `EncodingConfig`). The record order of
+    each epoch is a seeded permutation; with ``seed`` and the thread count fixed the result is bitwise reproducible
+    on CPU. ``num_threads=1`` is the fastest for tiny models on a busy machine and makes the weights independent of the
     machine's core count. An empty ``records`` returns the model unchanged. ``on_epoch_end`` sees the model after
     each epoch (to keep checkpoints) without changing the training.
     """
     adapter = CausalLMAdapter(model, tokenizer, modules="all", columns=columns, max_length=max_length,
-                              append_eos=append_eos)
+                              eos=eos)
     encoded = adapter.encode(records)
     if not encoded:
         return model.eval()

@@ -183,6 +183,8 @@ class Recipe:
     model: str | None = field(default=None, metadata=MODEL_PATH)
     base_model: str | None = field(default=None, metadata=MODEL_PATH)
     """A peft adapter's local base model folder, instead of the adapter's ``base_model_name_or_path``."""
+    encoding: dict[str, Any] | None = None
+    """trace: `llm_attrib.data.EncodingConfig` fields (``bos``, ``eos`` …), for training records and queries."""
     queries: list[Query] | DataSpec | None = None
     validation: DataSpec | None = None
     generate: GenerateSpec | None = None
