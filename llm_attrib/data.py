@@ -25,10 +25,12 @@ from typing import Any, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
-from llm_attrib.config import Config, option
+from llm_attrib.config import Config, ConfigError, at_least, option
 from llm_attrib.errors import UserInputError
 
 IGNORE_INDEX = -100
+WINDOW = "window"
+"""Key of a window record (`split_windows`): ``[start, stop, first_scored]`` token positions in its document."""
 
 DATA_BUILDERS = {
     ".json": "json",
@@ -60,6 +62,16 @@ class EncodingConfig(Config):
                                     "token is scored), false leaves it out; none: as the tokenizer adds it")
     eos: bool | None = option(None, "EOS last (after a completion): true appends it where the tokenizer adds none, "
                                     "false leaves it out; none: as the tokenizer adds it")
+    overflow: str = option("refuse", "a record longer than the context: refuse it; truncate it (a prompt keeps its "
+                                     "BOS and its end, a completion and a document their start); or split a document "
+                                     "into overlapping windows, scored each and summed per record",
+                           choices=("refuse", "truncate", "split"))
+    stride: int | None = option(None, "split: tokens from one window's start to the next's, less than the context "
+                                      "(default: half of it); the overlap is context only", check=at_least(1))
+
+    def validate(self) -> None:
+        if self.stride is not None and self.overflow != "split":
+            raise ConfigError("stride", f"goes with overflow 'split', not {self.overflow!r}")
 
 
 @dataclass(frozen=True)
@@ -217,6 +229,8 @@ def encode_pair(
             f"{where}: the prompt tokenises to nothing and the tokenizer adds no BOS token, so the first completion "
             "token has no context; give a non-empty prompt (or bos=True)"
         )
+    if encoding.overflow == "truncate" and len(prompt_ids) + len(completion_ids) > max_length:
+        prompt_ids, completion_ids = _truncate_pair(tokenizer, prompt_ids, completion_ids, max_length)
     total = len(prompt_ids) + len(completion_ids)
     if len(prompt_ids) >= max_length:
         raise UserInputError(
@@ -226,7 +240,8 @@ def encode_pair(
     if total > max_length:
         raise UserInputError(
             f"{where}: prompt + completion have {total} tokens, more than the model's context of {max_length}; "
-            "shorten them"
+            "shorten them, or set overflow to 'truncate'" + (" (only documents are split)"
+                                                             if encoding.overflow == "split" else "")
         )
     return Encoded(
         input_ids=tuple(prompt_ids + completion_ids),
@@ -234,24 +249,89 @@ def encode_pair(
     )
 
 
-def encode_text(tokenizer: Any, text: str, *, max_length: int, encoding: EncodingConfig = EncodingConfig(),
-                where: str = "record") -> Encoded:
-    """Tokenise a document with BOS and EOS as ``encoding`` says; every token after the first is scored (all real
-    tokens when the first is a BOS)."""
+def _truncate_pair(tokenizer: Any, prompt_ids: list[int], completion_ids: list[int],
+                   max_length: int) -> tuple[list[int], list[int]]:
+    """``max_length`` tokens of a pair: the prompt's BOS (if it starts with one) and its last tokens, the completion's
+    first ones; the completion is cut only where it leaves no room for one prompt token after the BOS."""
+    head = prompt_ids[:1] if prompt_ids[:1] == [tokenizer.bos_token_id] else []
+    body = prompt_ids[len(head):]
+    completion_ids = completion_ids[: max_length - len(head) - min(1, len(body))]
+    keep = max_length - len(head) - len(completion_ids)
+    return head + body[len(body) - keep:] if keep else head, completion_ids
+
+
+def document_ids(tokenizer: Any, text: str, encoding: EncodingConfig = EncodingConfig(),
+                 where: str = "record") -> list[int]:
+    """A document's token ids, whole: BOS and EOS as ``encoding`` says."""
     if not isinstance(text, str) or not text.strip():
         raise UserInputError(f"{where}: the text is empty")
     ids = _token_ids(tokenizer, text, add_special_tokens=True)
     if encoding.eos is not None:
         ids = with_eos(tokenizer, ids, encoding.eos)
-    ids = with_bos(tokenizer, ids, encoding.bos)
+    return with_bos(tokenizer, ids, encoding.bos)
+
+
+def encode_text(tokenizer: Any, text: str, *, max_length: int, encoding: EncodingConfig = EncodingConfig(),
+                window: Sequence[int] | None = None, where: str = "record") -> Encoded:
+    """Tokenise a document with BOS and EOS as ``encoding`` says; every token after the first is scored (all real
+    tokens when the first is a BOS). One longer than ``max_length`` is refused, or cut to its start
+    (``overflow="truncate"``); a ``window`` ``(start, stop, first_scored)`` of it (`split_windows`) is the tokens
+    ``start:stop`` with only those from ``first_scored`` on scored."""
+    ids = document_ids(tokenizer, text, encoding, where)
     if len(ids) < 2:
         raise UserInputError(f"{where}: the text has fewer than 2 tokens, so nothing can be scored")
+    labels = [IGNORE_INDEX, *ids[1:]]
+    if window is not None:
+        start, stop, first_scored = window
+        return Encoded(input_ids=tuple(ids[start:stop]),
+                       labels=(IGNORE_INDEX,) * (first_scored - start) + tuple(labels[first_scored:stop]))
+    if len(ids) > max_length and encoding.overflow == "truncate":
+        return Encoded(input_ids=tuple(ids[:max_length]), labels=tuple(labels[:max_length]))
     if len(ids) > max_length:
+        how = ("split it with `split_windows` (the command line and recipes do)" if encoding.overflow == "split"
+               else "set overflow to 'truncate' or 'split'")
         raise UserInputError(
-            f"{where}: the document has {len(ids)} tokens, more than the model's context of {max_length}; "
-            "split it into chunks (e.g. `chunk_documents`)"
+            f"{where}: the document has {len(ids)} tokens, more than the model's context of {max_length}; {how}"
         )
-    return Encoded(input_ids=tuple(ids), labels=(IGNORE_INDEX,) + tuple(ids[1:]))
+    return Encoded(input_ids=tuple(ids), labels=tuple(labels))
+
+
+def window_spans(n_tokens: int, max_length: int, stride: int) -> list[tuple[int, int, int]]:
+    """``(start, stop, first_scored)`` of the windows over ``n_tokens`` tokens: starts ``stride`` apart, at most
+    ``max_length`` long, the last ending at the end; each token after the first is scored in exactly one window,
+    the first that reaches it, with at least ``max_length - stride`` tokens of context there."""
+    spans, scored_to = [], 1  # token 0 is predicted by none
+    for start in range(0, n_tokens, stride):
+        stop = min(start + max_length, n_tokens)
+        spans.append((start, stop, scored_to))
+        scored_to = stop
+        if stop == n_tokens:
+            break
+    return spans
+
+
+def split_windows(tokenizer: Any, records: Sequence[Mapping[str, Any]], *, max_length: int,
+                  encoding: EncodingConfig, columns: Columns = Columns(), id_key: str = "id") -> list[dict[str, Any]]:
+    """``records`` with each document longer than ``max_length`` tokens replaced by its windows (`window_spans`;
+    stride ``encoding.stride``, default half the context): copies of the record with ``"id"`` ``"{id}#{k}"`` (window
+    ``k`` from 0), ``"record_id"`` its own id (of its type) and ``WINDOW``. A record's summed window measurements are
+    its measurement; `llm_attrib.scores.sum_windows` sums window scores back to records."""
+    stride = encoding.stride or max(1, max_length // 2)
+    if stride >= max_length:
+        raise UserInputError(f"stride {stride} must be less than the context of {max_length} tokens, so that windows "
+                             "overlap")
+    out = []
+    for index, (id_, record) in enumerate(zip(record_ids(records, id_key), records)):
+        if columns.text not in record or (columns.prompt in record and columns.completion in record):
+            out.append(record)
+            continue
+        n_tokens = len(document_ids(tokenizer, record[columns.text], encoding, f"record {index}"))
+        if n_tokens <= max_length:
+            out.append(record)
+            continue
+        out.extend({**record, id_key: f"{id_}#{k}", "record_id": id_, WINDOW: list(span)}
+                   for k, span in enumerate(window_spans(n_tokens, max_length, stride)))
+    return out
 
 
 def encode_record(
@@ -276,7 +356,8 @@ def encode_record(
             where=where,
         )
     if columns.text in record:
-        return encode_text(tokenizer, record[columns.text], max_length=max_length, encoding=encoding, where=where)
+        return encode_text(tokenizer, record[columns.text], max_length=max_length, encoding=encoding,
+                           window=record.get(WINDOW), where=where)
     raise UserInputError(
         f"{where}: no column '{columns.text}' and no pair '{columns.prompt}'/'{columns.completion}' "
         f"(columns present: {sorted(record)}); name the right columns"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -95,3 +95,42 @@ def by_predicted_token(parts: torch.Tensor) -> torch.Tensor:
     and nothing is lost: the entries still sum to the record's score."""
     return torch.cat([torch.zeros(1, dtype=parts.dtype, device=parts.device), parts[:-1]])
 
+
+def sum_windows(scores: Scores, train: Sequence[Mapping[str, Any]]) -> Scores:
+    """``scores`` of the records ``train`` of `llm_attrib.data.split_windows` summed over each record's windows:
+    ``[n_query, n_records]``, records in their first window's order, ids the records' own (``record_id``); a record
+    that was not split keeps its column. Per-module parts are summed alike; a record's per-token parts cover its whole
+    document, each window's added from its start (overlaps add up), so they still sum to the record's score. The
+    window scores themselves are ``scores``."""
+    from llm_attrib.data import WINDOW
+
+    columns: dict[Any, list[int]] = {}
+    for index, record in enumerate(train):
+        key = ("record", record["record_id"]) if WINDOW in record else ("column", index)
+        columns.setdefault(key, []).append(index)
+    groups = list(columns.values())
+    ids = [train[group[0]]["record_id"] if WINDOW in train[group[0]] else scores.train_ids[group[0]]
+           for group in groups]
+
+    def summed(values: torch.Tensor) -> torch.Tensor:
+        return torch.stack([values[:, group].sum(dim=1) for group in groups], dim=1)
+
+    per_token = None
+    if scores.per_token is not None:
+        per_token = [[_document_parts(row, group, train) for group in groups] for row in scores.per_token]
+    return Scores(values=summed(scores.values), query_ids=list(scores.query_ids), train_ids=ids,
+                  method=scores.method, units=scores.units, per_token=per_token, metadata=dict(scores.metadata),
+                  per_module=None if scores.per_module is None else {k: summed(v) for k, v in scores.per_module.items()})
+
+
+def _document_parts(row: list[torch.Tensor], group: list[int], train: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+    """One record's per-token parts ``[n_tokens]`` from its windows' (``group``, columns of ``row``)."""
+    from llm_attrib.data import WINDOW
+
+    if len(group) == 1 and WINDOW not in train[group[0]]:
+        return row[group[0]]
+    parts = torch.zeros(max(train[i][WINDOW][1] for i in group), dtype=row[group[0]].dtype)
+    for i in group:
+        start, stop, _ = train[i][WINDOW]
+        parts[start:stop] += row[i][: stop - start].to(parts.device)
+    return parts

@@ -93,6 +93,13 @@ CASES = {
     "bos not a bool": (trace("train.jsonl", "--bos", "maybe"), "argument --bos: expected bool or None, got 'maybe'"),
     "recipe bos not a bool": (trace_recipe("encoding={bos: maybe}"), "encoding.bos must be bool or None"),
     "recipe encoding in a value recipe": (value_recipe("encoding={eos: true}"), "`encoding` is not used by a value"),
+    "document longer than the context": (trace("train.jsonl", "--max-length", "6"),
+                                         "record 0: the document has 10 tokens, more than the model's context of 6; "
+                                         "set overflow to 'truncate' or 'split'"),
+    "stride without split": (trace("train.jsonl", "--stride", "3"), "--stride goes with overflow 'split'"),
+    "stride not less than the context": (trace("train.jsonl", "--max-length", "6", "--overflow", "split",
+                                               "--stride", "6"), "stride 6 must be less than the context of 6"),
+    "bad overflow": (trace("train.jsonl", "--overflow", "cut"), "argument --overflow: invalid choice: 'cut'"),
     "unknown flag": (trace("train.jsonl", "--bogus"), "llm-attrib trace: error: unrecognized arguments: --bogus"),
     "bad int": (trace("train.jsonl", "--batch-size", "x"), "argument --batch-size"),
     "missing argument": (["trace", "--model", "{files}/model"], "the following arguments are required"),

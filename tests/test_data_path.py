@@ -147,3 +147,98 @@ def test_bos_through_the_cli(tmp_path, gpt2, no_bos, capsys):
     default = trace_json(capsys, tmp_path / "model", tmp_path / "train.jsonl")
     with_bos = trace_json(capsys, tmp_path / "model", tmp_path / "train.jsonl", "--bos", "true")
     assert [r["score"] for r in default["top"]] != [r["score"] for r in with_bos["top"]]
+
+
+# ------------------------------------------------------------------------------------------ longer than the context
+LONG = {"id": "long", "text": " ".join(SENTENCES[:2])}
+SHORT = {"text": "the cat sat"}
+
+
+def test_truncate_keeps_a_prompts_bos_and_end_and_the_start_of_a_completion_or_document(gpt2, tokenizer):
+    bos = tokenizer.bos_token_id
+    adapter = CausalLMAdapter(gpt2, tokenizer, max_length=6, overflow="truncate")
+    prompt = tokenizer(SENTENCES[0], add_special_tokens=False)["input_ids"]
+    completion = tokenizer(" " + SENTENCES[1], add_special_tokens=False)["input_ids"]
+    short, long_completion, document = adapter.encode([
+        {"prompt": SENTENCES[0], "completion": " the mat"},
+        {"prompt": "the cat", "completion": " " + SENTENCES[1]},
+        {"text": SENTENCES[0]}])
+    mat = tokenizer(" the mat", add_special_tokens=False)["input_ids"]
+    assert list(short.input_ids) == [bos, *prompt[-(5 - len(mat)):], *mat] and short.n_scored == len(mat)
+    assert list(long_completion.input_ids) == [bos, tokenizer("the cat", add_special_tokens=False)["input_ids"][-1],
+                                               *completion[:4]]
+    assert list(document.input_ids) == [bos, *prompt[:5]] and document.n_scored == 5
+    with pytest.raises(Exception, match="set overflow to 'truncate' or 'split'"):
+        CausalLMAdapter(gpt2, tokenizer, max_length=6).encode([{"text": SENTENCES[0]}])
+
+
+def test_windows_score_every_token_once_and_their_measurements_are_computed_on_the_window(gpt2, tokenizer):
+    adapter = CausalLMAdapter(gpt2, tokenizer, max_length=8, overflow="split", stride=3)
+    ids = tokenizer(LONG["text"])["input_ids"]
+    windows = adapter.split_windows([LONG, SHORT | {"id": "short"}])
+    assert [w["id"] for w in windows[:2]] == ["long#0", "long#1"] and windows[-1]["id"] == "short"
+    assert {w.get("record_id") for w in windows[:-1]} == {"long"}
+    encoded = adapter.encode(windows[:-1])
+    scored = [start + t for w, e in zip(windows, encoded) for t, label in enumerate(e.labels)
+              if label != IGNORE_INDEX and (start := w["window"][0]) is not None]
+    assert sorted(scored) == list(range(1, len(ids))) and all(len(e.input_ids) <= 8 for e in encoded)
+    by_hand = 0.0
+    for window, example in zip(windows, encoded):
+        with torch.no_grad():
+            log_probs = torch.log_softmax(gpt2(torch.tensor([list(example.input_ids)])).logits[0], dim=-1)
+        by_hand += sum(float(log_probs[t - 1, label]) for t, label in enumerate(example.labels) if label >= 0)
+    assert float(adapter.measurements(windows[:-1]).sum()) == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_window_scores_sum_to_the_records(gpt2, tokenizer, query_records):
+    """Scores of a record's windows (each a record of its own, id "{id}#{k}") summed back by `sum_windows`, with
+    per-token parts over the whole document; a record that fits keeps its id (of its type) and column."""
+    from llm_attrib import InfluenceAttributor
+    from llm_attrib.scores import sum_windows
+
+    adapter = CausalLMAdapter(gpt2, tokenizer, max_length=16, overflow="split", stride=5)
+    train = adapter.split_windows([LONG, SHORT | {"id": 7}])
+    queries = [query_records[0], query_records[2]]
+    windows = InfluenceAttributor(adapter, "identity").fit(train).score(queries, train, per_token=True)
+    records = sum_windows(windows, train)
+    assert records.train_ids == ["long", 7] and len(windows.train_ids) == len(train) > 2
+    torch.testing.assert_close(records.values[:, 0], windows.values[:, :-1].sum(dim=1))
+    torch.testing.assert_close(records.values[:, 1], windows.values[:, -1])
+    n_tokens = len(tokenizer(LONG["text"])["input_ids"])
+    for q in range(len(queries)):
+        assert records.per_token[q][0].shape == (n_tokens,)
+        assert float(records.per_token[q][0].sum()) == pytest.approx(float(records.values[q, 0]), rel=1e-6)
+
+
+def test_split_through_the_cli(tmp_path, gpt2, tokenizer, capsys):
+    """--overflow split traces a data set with a record longer than --max-length: its windows are reported."""
+    gpt2.float().save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [LONG, {"id": "s", **SHORT}]))
+    report = trace_json(capsys, tmp_path / "model", tmp_path / "train.jsonl", "--max-length", "10",
+                        "--overflow", "split", "--stride", "4")
+    assert {r["train_id"] for r in report["top"]} <= {"0#0", "0#1", "0#2", "0#3", "0#4", "0#5", 1}
+
+
+def test_split_in_a_recipe_reports_windows_and_their_sums_per_record(tmp_path, gpt2, tokenizer):
+    """A document longer than the model's context (64) in a trace recipe: scored as windows, summed per record."""
+    gpt2.float().save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    records = [{"id": "all", "text": " ".join(SENTENCES)}, {"id": "cat", "text": SENTENCES[0]}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "trace.yaml").write_text(f"""
+task: trace
+model: model
+train: {{path: train.jsonl, id: id}}
+queries: [{{prompt: "the cat sat on", completion: " the mat"}}]
+method: {{name: grad-dot}}
+encoding: {{overflow: split, stride: 32}}
+output: {{dir: out}}
+""")
+    assert main(["run", str(tmp_path / "trace.yaml")]) == 0
+    written = json.loads((tmp_path / "out" / "scores.json").read_text())
+    n = len(written["train_ids"]) - 1
+    assert n >= 2 and written["train_ids"] == [f"all#{k}" for k in range(n)] + ["cat"]
+    assert written["record_ids"] == ["all", "cat"]
+    scores, summed = written["queries"][0]["scores"], written["queries"][0]["record_scores"]
+    assert summed == pytest.approx([sum(scores[:n]), scores[n]], rel=1e-6)

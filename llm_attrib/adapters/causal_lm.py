@@ -15,7 +15,7 @@ from torch import nn
 from llm_attrib.adapters.base import Adapter, upcast
 from llm_attrib.capture import TrackedLayer, find_layers
 from llm_attrib.data import (IGNORE_INDEX, Batch, Columns, Encoded, EncodingConfig, collate, encode_record,
-                             tokenizer_adds)
+                             split_windows, tokenizer_adds)
 from llm_attrib.errors import UserInputError
 
 LAYER_PRESETS: dict[str, tuple[str, ...]] = {
@@ -153,6 +153,13 @@ class CausalLMAdapter(Adapter):
             )
             for index, record in enumerate(records, start=first_index)
         ]
+
+    def split_windows(self, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """``records`` with each document longer than the context replaced by its overlapping windows
+        (`llm_attrib.data.split_windows`, stride ``encoding.stride``); sum their scores back with
+        `llm_attrib.scores.sum_windows`."""
+        return split_windows(self.tokenizer, records, max_length=self.max_length, encoding=self.encoding,
+                             columns=self.columns)
 
     def collate(self, examples: Sequence[Encoded]) -> Batch:
         pad_to = None

@@ -20,8 +20,9 @@ def run(args: argparse.Namespace) -> int:
     """Fit (every rank its shard, under several processes) and say where the factors are (rank 0)."""
     if not args.factors:
         args.factors = "factors"
-    attributor = options.make_attributor(args, options.make_adapter(args))
-    attributor.fit(options.load_train(args))
+    adapter = options.make_adapter(args)
+    attributor = options.make_attributor(args, adapter)
+    attributor.fit(options.load_train(args, adapter))
     if is_main_process():
         print(f"{attributor.curvature.kind} factors in {args.factors}")
     return 0

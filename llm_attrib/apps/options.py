@@ -72,8 +72,10 @@ def columns_from(args: argparse.Namespace) -> Columns:
                    id=args.id_column)
 
 
-def load_train(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The training records as dicts, with an ``id`` taken from ``--id-column`` (each used once) or the row number."""
+def load_train(args: argparse.Namespace, adapter: CausalLMAdapter) -> list[dict[str, Any]]:
+    """The training records as dicts, with an ``id`` taken from ``--id-column`` (each used once) or the row number;
+    with ``--overflow split``, a document longer than ``adapter``'s context becomes its windows (ids ``"{id}#{k}"``,
+    `CausalLMAdapter.split_windows`)."""
     columns = columns_from(args)
     dataset = load_records(args.train)
     present = set(dataset.column_names)
@@ -85,7 +87,8 @@ def load_train(args: argparse.Namespace) -> list[dict[str, Any]]:
             f"{args.train}: no column '{columns.text}' and no pair '{columns.prompt}'/'{columns.completion}' "
             f"(columns present: {sorted(present)}); pass --text-column or --prompt-column/--completion-column"
         )
-    return table_records(dataset, columns.id, args.train)
+    records = table_records(dataset, columns.id, args.train)
+    return adapter.split_windows(records) if adapter.encoding.overflow == "split" else records
 
 
 def make_adapter(args: argparse.Namespace) -> CausalLMAdapter:

@@ -6,7 +6,8 @@ Tasks (`TASKS`):
   none), scored by a gradient method of `ATTRIBUTORS`, optionally only on a TF-IDF/BM25 prefilter's candidates.
   Writes ``scores.json`` (every query's score for every training id, its top records and opponents with text and
   token parts), ``report.md`` and ``report.html`` (`llm_attrib.apps.html_report`: token heat-maps). A positive
-  score means the record raises log Pr(completion | prompt).
+  score means the record raises log Pr(completion | prompt). With ``encoding.overflow: split`` a document longer
+  than the context is scored as its windows (ids ``"{id}#{k}"``); ``record_ids`` and ``record_scores`` sum them.
 * ``value``: one value per row of a labelled data set by a method of `VALUATION_METHODS` (numeric ``features``,
   or a ``text`` column embedded by ``model``), through the code of ``llm-attrib value``. Writes ``values.json``
   and ``report.md`` (lowest and highest rows). Higher value = the row helps the base model more.
@@ -115,6 +116,7 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
     from llm_attrib.attributors import ATTRIBUTORS
     from llm_attrib.attributors.influence import InfluenceAttributor
     from llm_attrib.prefilter import Prefilter
+    from llm_attrib.scores import sum_windows
 
     check_trace(recipe)
     method = recipe.method
@@ -133,6 +135,9 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
                                    where="method.options")
     adapter = CausalLMAdapter(model, tokenizer, encoding=encoding_config(recipe))
     attributor = InfluenceAttributor(adapter, config=config, cache_dir=factors, progress=show_progress())
+    split = adapter.encoding.overflow == "split"
+    if split:
+        train = adapter.split_windows(train)
     prefilter = None
     if method.prefilter is not None:
         prefilter = Prefilter(config=prefilter_config(method)).fit_or_load(
@@ -142,11 +147,17 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
                                     max_new_tokens=generate.max_new_tokens, stop=generate.stop, prefilter=prefilter)
     meta = {**metadata(recipe, "trace-scores", model, train), "method": scores.method, "units": scores.units,
             "sign": SIGN}
+    def finite(row: list[float]) -> list[float | None]:
+        return [v if np.isfinite(v) else None for v in row]
+
+    records = sum_windows(scores, train) if split else None  # with encoding.overflow split: summed per record
     write_json(out / "scores.json", {
         "metadata": meta,
         "train_ids": scores.train_ids,
-        "queries": [{**report.to_dict(), "scores": [v if np.isfinite(v) else None for v in row]}
-                    for report, row in zip(reports, scores.values.tolist())],
+        **({"record_ids": records.train_ids} if split else {}),
+        "queries": [{**report.to_dict(), "scores": finite(row),
+                     **({"record_scores": finite(records.values[q].tolist())} if split else {})}
+                    for q, (report, row) in enumerate(zip(reports, scores.values.tolist()))],
     })
     write_text(out / "report.md", trace_markdown(name, recipe, reports, meta, train))
     write_text(out / "report.html", trace_html(reports, meta, title=f"Trace: {name}"))

@@ -243,7 +243,7 @@ def at_least_one(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     """Trace and print the report (rank 0 prints under several processes)."""
     adapter = options.make_adapter(args)
-    train = options.load_train(args)
+    train = options.load_train(args, adapter)
     attributor = options.make_attributor(args, adapter)
     report = trace(attributor, train, args.prompt, args.completion, top_k=args.top_k,
                    max_new_tokens=args.max_new_tokens, prefilter=options.make_prefilter(args, train))

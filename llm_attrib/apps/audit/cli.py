@@ -67,10 +67,11 @@ def output_pairs(args: argparse.Namespace) -> list[tuple[str, str | None]]:
 
 def run(args: argparse.Namespace) -> int:
     """Audit; rank 0 writes audit.json and audit.md and prints the verdict table."""
-    train = options.load_train(args)
+    adapter = options.make_adapter(args)
+    train = options.load_train(args, adapter)
     works = work_labels(train, args.work_column)
     outputs = output_pairs(args)
-    attributor = options.make_attributor(args, options.make_adapter(args))
+    attributor = options.make_attributor(args, adapter)
     report = audit(attributor, train, works, outputs, only=args.work, alpha=args.alpha, correction=args.correction,
                    draws=args.draws, seed=args.seed, top_k=args.top_k, max_new_tokens=args.max_new_tokens,
                    prefilter=options.make_prefilter(args, train))
