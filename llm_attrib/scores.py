@@ -8,10 +8,13 @@ causal LMs); removing it would lower it.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
+
+SIGN = "positive = raises the query's log-probability"
 
 
 @dataclass
@@ -74,7 +77,7 @@ class Scores:
 
     def to_dict(self, top_k: int | None = None) -> dict[str, Any]:
         """A JSON-serialisable summary: all values, or only each query's ``top_k``."""
-        out: dict[str, Any] = {"method": self.method, "units": self.units, "sign": "positive = raises the query's log-probability"}
+        out: dict[str, Any] = {"method": self.method, "units": self.units, "sign": SIGN}
         if top_k is None:
             out.update(query_ids=self.query_ids, train_ids=self.train_ids, values=self.values.tolist())
         else:
@@ -86,6 +89,36 @@ class Scores:
 
     def to_json(self, top_k: int | None = None) -> str:
         return json.dumps(self.to_dict(top_k), indent=2, default=str)
+
+    def to_dataset(self) -> Any:
+        """A `datasets.Dataset` with one row per (query, training example) pair, query-major (row
+        ``q * n_train + n``): ``query_id``, ``train_id``, ``score`` (float64; positive = the example raises the
+        query's measurement; NaN = not scored, e.g. outside a prefilter's candidates). Method, units and sign are in
+        ``info.description`` (JSON)."""
+        import datasets
+
+        n_query, n_train = self.shape
+        return datasets.Dataset.from_dict(
+            {"query_id": [qid for qid in self.query_ids for _ in range(n_train)],
+             "train_id": list(self.train_ids) * n_query,
+             "score": self.values.detach().double().cpu().reshape(-1).tolist()},
+            info=datasets.DatasetInfo(description=json.dumps(self._description())))
+
+    def to_parquet(self, path: str | os.PathLike) -> None:
+        """Write `to_dataset`'s rows as Parquet (atomically); method, units and sign go in the file's key-value
+        metadata under ``llm_attrib``."""
+        import pyarrow.parquet as pq
+
+        from llm_attrib.store import atomic_path
+
+        table = self.to_dataset().data.table
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               b"llm_attrib": json.dumps(self._description()).encode()})
+        with atomic_path(path) as tmp:
+            pq.write_table(table, str(tmp))
+
+    def _description(self) -> dict[str, str]:
+        return {"method": self.method, "units": self.units, "sign": SIGN}
 
 
 def by_predicted_token(parts: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from llm_attrib.demo.training import train_causal_lm
 from llm_attrib.errors import UserInputError
 from llm_attrib.overlap import longest_common_span
 from llm_attrib.significance import CORRECTIONS, group_p_values, permutation_p_values, require_reachable
+from llm_attrib.output_schema import validate
 from test_html_report import cards
 
 torch.set_num_threads(1)
@@ -186,9 +187,11 @@ def audits(audit_files, tmp_path_factory):
     return results
 
 
-def test_the_html_report_shows_the_json_verdicts_and_evidence(audits, audit_files):
-    """The first seed's audit.html: one verdict row per finding with the JSON's score and p-values, and for each
+def test_audit_json_follows_the_schema_and_the_html_report_shows_its_verdicts_and_evidence(audits, audit_files):
+    """Each audit.json follows the schema; the first seed's audit.html: one verdict row per finding with the JSON's score and p-values, and for each
     flagged work its top records with the JSON's scores."""
+    for audited in audits:
+        validate(audited[2], "audit")  # every seed's audit.json follows the outputs' schema
     report, page = audits[0][2], (audit_files[0] / "report" / "audit.html").read_text()
     rows = re.findall(r"<tr><td>\d+</td>.*?</tr>", page)
     assert len(rows) == len(report["findings"])
@@ -205,7 +208,7 @@ def test_audit_report_states_its_method_test_and_verdicts(audits):
         meta = report["metadata"]
         assert meta["method"] == "influence-ekfac" and "raise" in meta["sign"] and meta["test"]["correction"] == "holm"
         assert meta["n_unprotected_records"] == 40 and meta["test"]["alpha"] == 0.01 and meta["model_fingerprint"]
-        assert report["flagged_works"] == sorted({f["work"] for f in report["findings"] if f["flagged"]})
+        assert report["flagged_works"] == list(dict.fromkeys(f["work"] for f in report["findings"] if f["flagged"]))
         assert [o["generated"] for o in report["outputs"]] == [False, False, True]
         assert [o["completion"] for o in report["outputs"][:2]] == [o["completion"] for o in outputs[:2]]
         assert "Sign: positive" in markdown and "holm" in markdown

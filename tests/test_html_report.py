@@ -13,6 +13,7 @@ import torch
 from llm_attrib.apps.html_report import audit_html, trace_html
 from llm_attrib.apps.trace import TracedRecord, TraceReport
 from llm_attrib.cli import main
+from llm_attrib.output_schema import validate
 from test_cli import model_dir, train_file  # noqa: F401  (fixtures: the tiny GPT-2 folder, 8 JSONL records)
 
 CARD = re.compile(r'<div class="record (?P<kind>\w+(?:-\w+)?)" data-id="(?P<id>[^"]*)"><b>\d+\.</b> score '
@@ -29,6 +30,7 @@ def test_trace_html_shows_the_json_numbers_for_proponents_and_opponents(model_di
     assert main(["trace", "--model", str(model_dir), "--train", str(train_file), "--id-column", "doc", "--prompt",
                  "the cat sat on", "--completion", " the mat", "--top-k", "3", "--json", "--html", str(out)]) == 0
     report = json.loads(capsys.readouterr().out)
+    validate(report, "trace-report")
     page = out.read_text()
     expected = [(kind, r["train_id"], r["score"], f"{r['score']:+.4g}")
                 for kind, key in (("proponent", "top"), ("opponent", "bottom")) for r in report[key]]
@@ -108,7 +110,8 @@ def synthetic_audit():
                         top_records=[])
     metadata = {"kind": "copyright-provenance-audit", "method": "influence-ekfac", "units": "log-prob",
                 "sign": "positive = the training records raise the output's log Pr(completion | prompt)",
-                "model_fingerprint": "abc", "test": describe_test(correction="holm", alpha=0.01, draws=999, seed=0,
+                "library_version": "0", "model_fingerprint": "abc", "data_fingerprint": "def", "damping": None,
+                "n_train": 20, "works_tested": ["Book <A>", "Book B"], "test": describe_test(correction="holm", alpha=0.01, draws=999, seed=0,
                                                                    n_tests=2)}
     return AuditReport(outputs=[output], findings=[finding, other], metadata=metadata)
 

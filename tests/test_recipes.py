@@ -14,6 +14,7 @@ from llm_attrib.cli import main
 from llm_attrib.demo.training import torch_threads
 from llm_attrib.errors import UserInputError
 from llm_attrib.recipe import load_recipe
+from llm_attrib.output_schema import validate
 from test_html_report import cards
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -49,6 +50,7 @@ def test_demo_trace_recipe_traces_given_and_generated_completions_with_the_metho
     assert run_recipe(RECIPES / "demo-trace.yaml", f"output.dir={tmp_path}") == 0
     bundle = load_default()  # built by the run (user cache), so loading it here is cheap
     result = json.loads((tmp_path / "scores.json").read_text())
+    validate(result, "trace-scores")
     assert result["train_ids"] == [record["id"] for record in bundle.train_records]
     assert result["metadata"]["recipe"]["model"] == "demo" and "raises" in result["metadata"]["sign"]
     assert result["metadata"]["method"].startswith("influence-ekfac")
@@ -120,6 +122,7 @@ def test_roleplay_trace_recipe_on_a_model_fine_tuned_on_its_records(tmp_path):
 def test_value_recipe_ranks_the_flipped_labels_lowest(tmp_path):
     assert run_recipe(RECIPES / "noisy-labels-value.yaml", f"output.dir={tmp_path}") == 0
     result = json.loads((tmp_path / "values.json").read_text())
+    validate(result, "values")
     with open(RECIPES / "data" / "noisy-cancer" / "train.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [point["id"] for point in result["points"]] == [row["id"] for row in rows]
@@ -177,6 +180,7 @@ def test_trace_recipe_with_data_specs_and_paths_relative_to_the_recipe(tmp_path,
         "output: {dir: out, top_k: 2}\n")
     assert run_recipe(tmp_path / "job.yaml") == 0
     result = json.loads((tmp_path / "out" / "scores.json").read_text())
+    validate(result, "trace-scores")  # with the prefilter's unscored records as null
     assert result["train_ids"] == [f"doc{i}" for i in range(len(train_records))]
     assert [query["prompt"] for query in result["queries"]] == [q["prompt"] for q in query_records]
     assert all(len(query["top"]) == 2 for query in result["queries"])

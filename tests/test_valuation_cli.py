@@ -10,6 +10,7 @@ import pytest
 from conftest import SENTENCES
 from llm_attrib.demo.model import tiny_gpt2
 from llm_attrib.errors import UserInputError
+from llm_attrib.output_schema import validate
 from llm_attrib.valuation import KNNShapley, embed_texts, value_dataset
 from llm_attrib.valuation.cli import add_parser, value_arrays
 
@@ -70,6 +71,7 @@ def test_cli_with_validation_file_and_json(table, tmp_path):
     assert run_value(["--method", "knn-shapley", "--data", str(table), "--val-data", str(table),
                       "--label-column", "y", "--feature-columns", "x1", "--out", str(out)]) == 0
     written = json.loads(out.read_text())
+    validate(written, "values")
     X, y, flipped = noisy_rows()
     expected = KNNShapley().fit(X[:, :1], y, X[:, :1], y).values_
     assert written["method"] == "knn-shapley"
