@@ -217,7 +217,7 @@ def test_split_through_the_cli(tmp_path, gpt2, tokenizer, capsys):
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [LONG, {"id": "s", **SHORT}]))
     report = trace_json(capsys, tmp_path / "model", tmp_path / "train.jsonl", "--max-length", "10",
                         "--overflow", "split", "--stride", "4")
-    assert {r["train_id"] for r in report["top"]} <= {"0#0", "0#1", "0#2", "0#3", "0#4", "0#5", 1}
+    assert {r["train_id"] for r in report["top"]} <= {"long#0", "long#1", "long#2", "long#3", "long#4", "long#5", "s"}
 
 
 def test_split_in_a_recipe_reports_windows_and_their_sums_per_record(tmp_path, gpt2, tokenizer):
@@ -242,3 +242,36 @@ output: {{dir: out}}
     assert written["record_ids"] == ["all", "cat"]
     scores, summed = written["queries"][0]["scores"], written["queries"][0]["record_scores"]
     assert summed == pytest.approx([sum(scores[:n]), scores[n]], rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------- ids
+@pytest.mark.parametrize("ids", [[f"doc-{i}" for i in range(len(SENTENCES))], [10 * i for i in range(len(SENTENCES))]],
+                         ids=["strings", "ints"])
+def test_an_id_column_is_used_and_ids_keep_their_type_in_trace_recipe_and_audit_json(tmp_path, gpt2, tokenizer,
+                                                                                    capsys, ids):
+    """No --id-column and no recipe `id` key: the data set's own `id` column names the records, with its type, in
+    trace --json, a trace recipe's scores.json and audit.json alike."""
+    gpt2.float().save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    works = ["cats" if i < 2 else None for i in range(len(SENTENCES))]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"id": id_, "text": s, "work": w}) + "\n"
+                                                  for id_, s, w in zip(ids, SENTENCES, works)))
+    traced = trace_json(capsys, tmp_path / "model", tmp_path / "train.jsonl")
+    assert {r["train_id"] for r in traced["top"]} <= set(ids) and len(traced["top"]) == 3
+    (tmp_path / "trace.yaml").write_text("""
+task: trace
+model: model
+train: {path: train.jsonl}
+queries: [{prompt: "the cat sat on", completion: " the mat"}]
+method: {name: grad-dot}
+output: {dir: out}
+""")
+    assert main(["run", str(tmp_path / "trace.yaml")]) == 0
+    written = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert written["train_ids"] == ids
+    assert main(["audit", "--model", str(tmp_path / "model"), "--train", str(tmp_path / "train.jsonl"),
+                 "--work-column", "work", "--prompt", "the cat sat on", "--completion", " the mat", "--draws", "199",
+                 "--curvature", "identity", "--output-dir", str(tmp_path / "audit")]) == 0
+    audited = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    listed = [r["train_id"] for finding in audited["findings"] for r in finding["top_records"]]
+    assert listed and set(listed) <= set(ids)

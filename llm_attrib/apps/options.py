@@ -27,7 +27,8 @@ def add_model_and_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--text-column", default="text", help="document column (default: text)")
     group.add_argument("--prompt-column", default="prompt", help="prompt column of prompt/completion data")
     group.add_argument("--completion-column", default="completion", help="completion column")
-    group.add_argument("--id-column", default=None, help="column with record ids (default: row number)")
+    group.add_argument("--id-column", default=None,
+                       help="column with record ids (default: the 'id' column if there is one, else the row number)")
     group.add_argument("--modules", default=None, help="tracked layers: mlp, attention, all, or a regex "
                                                       "(default: a peft adapter's LoRA layers, else mlp)")
     group.add_argument("--chat-template", action="store_true", help="wrap prompts in the tokenizer's chat template")
@@ -73,7 +74,8 @@ def columns_from(args: argparse.Namespace) -> Columns:
 
 
 def load_train(args: argparse.Namespace, adapter: CausalLMAdapter) -> list[dict[str, Any]]:
-    """The training records as dicts, with an ``id`` taken from ``--id-column`` (each used once) or the row number;
+    """The training records as dicts, with an ``id`` taken from ``--id-column`` or else an ``id`` column (each used
+    once, of the column's type), or the row number;
     with ``--overflow split``, a document longer than ``adapter``'s context becomes its windows (ids ``"{id}#{k}"``,
     `CausalLMAdapter.split_windows`)."""
     columns = columns_from(args)
@@ -87,7 +89,7 @@ def load_train(args: argparse.Namespace, adapter: CausalLMAdapter) -> list[dict[
             f"{args.train}: no column '{columns.text}' and no pair '{columns.prompt}'/'{columns.completion}' "
             f"(columns present: {sorted(present)}); pass --text-column or --prompt-column/--completion-column"
         )
-    records = table_records(dataset, columns.id, args.train)
+    records = table_records(dataset, columns.id or ("id" if "id" in present else None), args.train)
     return adapter.split_windows(records) if adapter.encoding.overflow == "split" else records
 
 

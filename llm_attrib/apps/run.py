@@ -281,7 +281,7 @@ def run_value(recipe: Recipe, name: str) -> list[Path]:
         to_arrays = text_embedder(model, spec.text, spec.label)
     else:
         model = None
-        features = spec.features or [c for c in table.column_names if c not in (spec.label, spec.id)]
+        features = spec.features or [c for c in table.column_names if c not in (spec.label, spec.id or "id")]
         to_arrays = numeric_features(features, spec.label)
     X_train, y_train = to_arrays(table, "train")
     X_val = y_val = None

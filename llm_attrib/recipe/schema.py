@@ -6,7 +6,7 @@ A field's type hint says what the YAML may hold there; ``metadata={"path": kind}
 
 A `DataSpec` loads records the way `datasets` does: a local file or folder (a saved ``Dataset`` too), a builder
 with ``data_files`` (``path: json``), or a hub name; then a seeded random sample of ``limit`` rows (kept in file
-order, ids = row numbers unless an ``id`` column is named) and the column mapping.
+order; ids from the column ``id`` names, else an ``id`` column, else row numbers) and the column mapping.
 """
 
 from __future__ import annotations
@@ -92,10 +92,11 @@ class DataSpec:
             table = table.select(rows)
         if len(table) == 0:
             raise UserInputError(f"{where}: {self.path} split {self.split!r} has no rows")
-        if self.id is None:
+        column = self.id or ("id" if "id" in table.column_names else None)
+        if column is None:
             return table, rows
-        ids = list(table[self.id])
-        check_unique_ids(ids, f"{where}.id {self.id!r}")
+        ids = list(table[column])
+        check_unique_ids(ids, f"{where}.id {column!r}")
         return table, ids
 
     def _load_table(self, where: str) -> Any:
