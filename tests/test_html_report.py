@@ -83,9 +83,10 @@ def synthetic_reports(n_queries: int, n_records: int, tokens: int = 60) -> list[
 
 
 def test_a_report_of_50_queries_by_20_records_is_under_5_mb_and_escapes_all_text():
+    """Records of 200 tokens of 9 characters (real tokens are shorter): each heat-map is cut to MAX_HEAT_TOKENS."""
+    assert len(trace_html(synthetic_reports(50, 20, tokens=200), {}).encode()) <= 5_000_000
     reports = synthetic_reports(50, 20)
     page = trace_html(reports, {"kind": "trace", "arguments": {"prompt": "</dd><script>"}})
-    assert len(page.encode()) <= 5_000_000
     assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;" in page
     assert cards(page) == [(kind, r.train_id, r.score, f"{r.score:+.4g}") for report in reports
                            for kind, records in (("proponent", report.top), ("opponent", report.bottom))
