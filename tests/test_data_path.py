@@ -81,6 +81,22 @@ def test_base_model_overrides_an_unusable_base_model_name_or_path(lora_folders, 
     assert got == expected
 
 
+
+def test_a_recipe_names_the_base_model(lora_folders):
+    (lora_folders / "trace.yaml").write_text("""
+task: trace
+model: lora-hub
+base_model: base
+train: {path: train.jsonl}
+queries: [{prompt: "the cat sat on", completion: " the mat"}]
+method: {name: grad-dot}
+output: {dir: out}
+""")
+    assert main(["run", str(lora_folders / "trace.yaml")]) == 0
+    written = json.loads((lora_folders / "out" / "scores.json").read_text())
+    assert written["metadata"]["recipe"]["base_model"] == str(lora_folders / "base")
+    assert len(written["queries"][0]["scores"]) == len(SENTENCES)
+
 # ------------------------------------------------------------------------------------------------- BOS and EOS
 @pytest.mark.parametrize("tokenizer_kind", ["adds BOS", "adds none"])
 def test_by_default_the_attributed_loss_is_hugging_faces_loss(gpt2, tokenizer, no_bos, tokenizer_kind):
