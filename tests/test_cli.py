@@ -26,13 +26,16 @@ def train_file(tmp_path, train_records):
 
 
 def test_trace_prints_top_records_as_json(model_dir, train_file, train_records, capsys):
-    """The CLI's top records are the Python API's (same defaults: the flags are generated from the config)."""
+    """The CLI's top records and opponents are the Python API's highest and most negative scores (same defaults: the
+    flags are generated from the config), in the JSON and in the console's tables."""
     from llm_attrib.adapters import CausalLMAdapter
     from llm_attrib.attributors.influence import InfluenceAttributor
 
-    status = main(["trace", "--model", str(model_dir), "--train", str(train_file), "--id-column", "doc",
-                   "--prompt", "the cat sat on", "--completion", " the mat", "--top-k", "3", "--json",
-                   "--damping", "heuristic"])
+    common = ["trace", "--model", str(model_dir), "--train", str(train_file), "--id-column", "doc",
+              "--prompt", "the cat sat on", "--completion", " the mat", "--top-k", "3", "--damping", "heuristic"]
+    assert main(common) == 0
+    console = capsys.readouterr().out.split("\nopponents (most negative")
+    status = main([*common, "--json"])
     assert status == 0
     report = json.loads(capsys.readouterr().out)
     assert report["completion"] == " the mat" and "raises" in report["sign"]
@@ -43,6 +46,11 @@ def test_trace_prints_top_records_as_json(model_dir, train_file, train_records, 
     assert [record["train_id"] for record in report["top"]] == [f"d{i}" for i in top]
     assert [record["score"] for record in report["top"]] == pytest.approx([float(values[i]) for i in top], rel=1e-5)
     assert [record["text"] for record in report["top"]] == [train_records[i]["text"] for i in top]
+    bottom = [i for i in torch.argsort(values).tolist() if values[i] < 0][:3]
+    assert bottom and [record["train_id"] for record in report["bottom"]] == [f"d{i}" for i in bottom]
+    assert len(console) == 2
+    for table, ids in zip(console, (top, bottom)):
+        assert [line.split()[2] for line in table.splitlines() if line[:4].strip().isdigit()] == [f"d{i}" for i in ids]
 
 
 def test_trace_scale_options_give_the_default_scores(model_dir, train_file, capsys):

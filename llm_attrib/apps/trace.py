@@ -194,22 +194,33 @@ def trace(
     return trace_queries(attributor, train, [(prompt, completion)], **options)[1][0]
 
 
-def format_report(report: TraceReport, marks: dict[Any, str] | None = None) -> str:
-    """A plain-text table of the report; ``marks`` adds a tag after chosen ids (e.g. ground truth)."""
+def format_report(report: TraceReport, marks: dict[Any, str] | None = None, opponents: bool = False) -> str:
+    """A plain-text table of the report; ``marks`` adds a tag after chosen ids (e.g. ground truth); ``opponents``
+    adds a second table of the most negative records (`TraceReport.bottom`)."""
     lines = [
         f"prompt:     {report.prompt!r}",
         f"completion: {report.completion!r}",
         f"method:     {report.method} ({report.units}; positive = raises log Pr(completion | prompt))",
         "",
         f"{'rank':>4}  {'score':>11}  {'id':<12} text",
+        *record_lines(report.top, marks),
     ]
-    for rank, record in enumerate(report.top, start=1):
+    if opponents:
+        lines += ["", "opponents (most negative: they lower log Pr(completion | prompt)):",
+                  *(record_lines(report.bottom, marks) or ["  none: no scored record has a negative score"])]
+    return "\n".join(lines)
+
+
+def record_lines(records: Sequence[TracedRecord], marks: dict[Any, str] | None = None) -> list[str]:
+    """Two lines per record: rank, score, id, text (cut to 80 characters) and tag; its top tokens."""
+    lines = []
+    for rank, record in enumerate(records, start=1):
         tag = (marks or {}).get(record.train_id, "")
         text = record.text if len(record.text) <= 80 else record.text[:77] + "..."
         lines.append(f"{rank:>4}  {record.score:>11.4g}  {str(record.train_id):<12} {text}{tag}")
         tokens = ", ".join(f"{tok!r} {val:+.3g}" for tok, val in record.top_tokens)
         lines.append(f"{'':>31}top tokens: {tokens}")
-    return "\n".join(lines)
+    return lines
 
 
 def add_parser(subparsers: Any) -> None:
@@ -249,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
                    max_new_tokens=args.max_new_tokens, prefilter=options.make_prefilter(args, train))
     if not is_main_process():
         return 0
-    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_report(report))
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else format_report(report, opponents=True))
     if args.html is not None:
         from llm_attrib.apps.html_report import trace_html
         from llm_attrib.apps.run import write_text
