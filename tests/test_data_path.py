@@ -110,7 +110,7 @@ def test_by_default_the_attributed_loss_is_hugging_faces_loss(gpt2, tokenizer, n
     loss = -float(adapter.measurements([DOCUMENT])[0])
     assert loss == pytest.approx(hf_summed_loss(gpt2, ids), rel=1e-6)  # log-probs in float32
     batch = adapter.collate([encoded])
-    assert -float(adapter.log_prob(batch)[0]) == pytest.approx(loss, rel=1e-6)
+    assert -float(adapter.log_prob(batch)[0].detach()) == pytest.approx(loss, rel=1e-6)
 
 
 def test_bos_true_prepends_one_where_the_tokenizer_adds_none_and_scores_every_token(gpt2, tokenizer, no_bos):
@@ -145,14 +145,12 @@ def test_eos_for_documents_and_completions(gpt2, tokenizer):
     assert eos not in pair.input_ids and eos not in document.input_ids
 
 
-def test_the_encoding_is_in_the_fingerprint_and_the_default_fingerprint_is_unchanged(gpt2, tokenizer):
-    default = CausalLMAdapter(gpt2, tokenizer)
-    assert default.settings() == {"columns": {"prompt": "prompt", "completion": "completion", "text": "text",
-                                              "id": None},
-                                  "max_length": 64, "chat_template": False, "append_eos": False}
-    fingerprints = {CausalLMAdapter(gpt2, tokenizer, **options).fingerprint()
-                    for options in ({}, {"bos": True}, {"bos": False}, {"eos": True}, {"eos": False})}
-    assert len(fingerprints) == 5
+def test_the_encoding_and_what_the_tokenizer_adds_are_in_the_fingerprint(gpt2, tokenizer):
+    adapters = [CausalLMAdapter(gpt2, tokenizer, **options)
+                for options in ({}, {"bos": True}, {"bos": False}, {"eos": True}, {"eos": False})]
+    adds_eos = with_template(tokenizer, f"{tokenizer.bos_token} $A {tokenizer.eos_token}")
+    adapters.append(CausalLMAdapter(gpt2, adds_eos))  # same options, a tokenizer that adds EOS: other tokens
+    assert len({adapter.fingerprint() for adapter in adapters}) == 6
 
 
 def test_bos_through_the_cli(tmp_path, gpt2, no_bos, capsys):

@@ -129,15 +129,11 @@ class CausalLMAdapter(Adapter):
         return cls(model, AutoTokenizer.from_pretrained(str(tokenizer_path)), **kwargs)
 
     def settings(self) -> dict[str, Any]:
-        """The encoding options enter where they are not the defaults, and so does a tokenizer that adds EOS (whose
-        EOS now follows a completion): a default adapter keeps the fingerprint it had before these options existed
-        (``append_eos`` False then), and caches made then still match."""
-        default = EncodingConfig()
-        encoding = {key: value for key, value in self.encoding.to_dict().items() if value != getattr(default, key)}
-        if tokenizer_adds(self.tokenizer)[1]:
-            encoding["tokenizer_adds_eos"] = True
+        """What decides the tokens and which are scored: columns, context, chat template, the encoding options and
+        whether the tokenizer adds BOS/EOS itself (an added EOS follows a completion)."""
         return {"columns": dataclasses.asdict(self.columns), "max_length": self.max_length,
-                "chat_template": self.chat_template, "append_eos": False, **encoding}
+                "chat_template": self.chat_template, "encoding": self.encoding.to_dict(),
+                "tokenizer_adds": list(tokenizer_adds(self.tokenizer))}
 
     def encode(self, records: Sequence[Mapping[str, Any]], first_index: int = 0, name: str = "record") -> list[Encoded]:
         """Errors name a record as ``{name} {index}`` (``record 0``, or ``query 1`` for `trace`'s queries)."""
