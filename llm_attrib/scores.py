@@ -101,7 +101,7 @@ class Scores:
         return datasets.Dataset.from_dict(
             {"query_id": [qid for qid in self.query_ids for _ in range(n_train)],
              "train_id": list(self.train_ids) * n_query,
-             "score": self.values.detach().double().cpu().reshape(-1).tolist()},
+             "score": _not_scored_as_nan(self.values).reshape(-1).tolist()},
             info=datasets.DatasetInfo(description=json.dumps(self._description())))
 
     def to_parquet(self, path: str | os.PathLike) -> None:
@@ -119,6 +119,13 @@ class Scores:
 
     def _description(self) -> dict[str, str]:
         return {"method": self.method, "units": self.units, "sign": SIGN}
+
+
+def _not_scored_as_nan(values: torch.Tensor) -> torch.Tensor:
+    """``values`` as float64 on the CPU with the prefilter's ``-inf`` ("not a candidate") as NaN, the missing value
+    of tables (and ``null`` in JSON)."""
+    values = values.detach().double().cpu()
+    return torch.where(torch.isneginf(values), torch.full_like(values, float("nan")), values)
 
 
 def by_predicted_token(parts: torch.Tensor) -> torch.Tensor:

@@ -87,3 +87,11 @@ def test_scores_go_to_a_dataset_and_parquet_with_every_score(tmp_path):
     back = datasets.Dataset.from_parquet(str(tmp_path / "scores.parquet"))
     assert back["train_id"] == dataset["train_id"] and back["query_id"] == dataset["query_id"]
     torch.testing.assert_close(torch.tensor(back["score"], dtype=torch.float64), values.reshape(-1), equal_nan=True)
+
+
+def test_to_dataset_gives_records_outside_a_prefilters_candidates_as_missing():
+    from llm_attrib.prefilter import NOT_A_CANDIDATE
+
+    scores = Scores(torch.tensor([[0.5, NOT_A_CANDIDATE]], dtype=torch.float64), ["q"], ["a", "b"])
+    row = scores.to_dataset()["score"]
+    assert row[0] == 0.5 and math.isnan(row[1])
