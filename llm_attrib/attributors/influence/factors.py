@@ -35,7 +35,8 @@ def sample_indices(n: int, max_examples: int | None, seed: int) -> list[int]:
 class Factors:
     """``curvature``'s factors for ``adapter``'s tracked layers (see the module docstring).
 
-    ``fingerprint`` identifies the fitted factors (exact bytes of each group's tensors), for score chunks.
+    ``fingerprint`` identifies factors released to files (exact bytes of each group's tensors), for score chunks;
+    None while every factor is in memory, where chunks hash `Curvature.state` itself.
     """
 
     def __init__(self, adapter: Adapter, curvature: Curvature, config: InfluenceConfig,
@@ -57,7 +58,7 @@ class Factors:
             raise UserInputError("the training set is empty")
         indices = sample_indices(len(train), self.config.max_examples, self.config.seed)
         examples = self.adapter.encode([train[i] for i in indices])
-        expect = {
+        expect = None if self.cache_dir is None else {  # hashing every weight costs ~1 s/GB: only for a cache
             "kind": self.curvature.kind,
             "model": self.adapter.fingerprint(),
             "data": data_fingerprint(examples),  # token ids and labels: which tokens are scored counts
@@ -67,7 +68,8 @@ class Factors:
             "fisher": self.config.fisher,
         }
         self._files = {}
-        fingerprints: list[str] = []  # each layer group's (exact bytes)
+        offloaded = self.cache_dir is not None and self.config.layer_partitions > 1
+        fingerprints: list[str] = []  # each released group's (exact bytes), while its factors are at hand
         for part, layers in enumerate(self.partitions()):
             path = self._path(part)
             if path is not None and broadcast_from_main(path.exists()):  # every rank takes rank 0's branch
@@ -82,11 +84,11 @@ class Factors:
                         save_tensors(path, self.curvature.layer_state(layers), {
                             **expect, **self.curvature.metadata(), "layers": [layer.name for layer in layers]})
                     barrier()  # the file exists before any rank reloads this group from it
-            fingerprints.append(tensors_fingerprint(self.curvature.layer_state(layers)))
-            if path is not None and self.config.layer_partitions > 1:
+            if offloaded:
+                fingerprints.append(tensors_fingerprint(self.curvature.layer_state(layers)))
                 self._files[part] = path
                 self._release(layers)
-        self.fingerprint = fingerprints[0] if len(fingerprints) == 1 else data_fingerprint(fingerprints)
+        self.fingerprint = data_fingerprint(fingerprints) if offloaded else None
 
     def _path(self, part: int) -> Path | None:
         """Where layer group ``part``'s factors are cached (one file for all layers when there is one group)."""
