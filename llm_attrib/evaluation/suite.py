@@ -43,7 +43,7 @@ from llm_attrib.retraining.lds import LDSGroundTruth, lds_ground_truth
 from llm_attrib.retraining.measure import LogLikelihoodMeasure
 from llm_attrib.retraining.runs import N_CHECKPOINTS
 from llm_attrib.scores import Scores
-from llm_attrib.store import data_fingerprint, write_json
+from llm_attrib.store import atomic_path, data_fingerprint, write_json
 
 ROLEPLAY_FILE, SHAKESPEARE_FILE = "gpteacher_roleplay.json", "tinyshakespeare.txt"
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -320,7 +320,8 @@ def write_readme(readme: Path, table: str, notes: str) -> None:
         text = re.sub(re.escape(RESULTS_START) + ".*?" + re.escape(RESULTS_END), lambda _: block, text, flags=re.S)
     else:
         text = text.rstrip() + ("\n\n" if text else "") + block + "\n"
-    readme.write_text(text)
+    with atomic_path(readme) as tmp:  # a killed run leaves the old README whole
+        tmp.write_text(text)
 
 
 def run_suite(config: SuiteConfig) -> dict[str, dict[str, Any]]:
