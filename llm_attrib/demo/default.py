@@ -38,7 +38,7 @@ class DemoRecipe:
     """Everything that determines the demo model; its hash names the cache folder."""
 
     n_entities: int = 20
-    docs_per_fact: int = 3
+    docs_per_fact: int = 5  # >= 5 statements per fact: the quickstart's 4-of-top-5 claim must be reachable
     paraphrase_fraction: float = 0.4
     n_distractors: int = 60
     qa_fraction: float = 0.5

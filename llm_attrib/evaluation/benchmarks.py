@@ -154,7 +154,7 @@ def mislabel_benchmark(path: str | Path, *, n_train: int = 160, fraction: float 
     return roleplay_benchmark(path, n_train=n_train, n_query=0, seed=seed, name="mislabel", corrupt_fraction=fraction)
 
 
-FACTS_RECIPE = DemoRecipe(n_entities=8, n_distractors=24, epochs=40)
+FACTS_RECIPE = DemoRecipe(n_entities=8, docs_per_fact=3, n_distractors=24, epochs=40)
 
 
 def facts_benchmark(cache_dir: str | Path, recipe: DemoRecipe = FACTS_RECIPE) -> Benchmark:
