@@ -4,8 +4,12 @@ A TF-IDF (or BM25) index of the training corpus is fitted once and persisted as 
 (`Prefilter.save`; ``prefilter-<kind>.safetensors`` in a factors folder): the index's arrays as tensors, its
 vocabulary and what it was made for (kind, options, columns, training data) as JSON metadata, checked before
 anything is built from the file. Nothing is pickled. Per query only the top-``K`` training records by lexical
-similarity are scored by the gradient attributor, so the gradient cost is that of the union of the candidates
-instead of the whole corpus.
+similarity are scored by the gradient attributor. Queries are scored in groups of at most ``query_chunk``
+(`group_queries`: a query joins the group whose members share most of its candidates), and each group scores
+only the union of its own queries' candidates, so the training gradients of candidates shared within a group are
+computed once, the work is about ``n_query × K`` (not the union of every query's candidates, which tends to the
+whole corpus as queries grow), and memory stays that of one group. ``query_chunk ≥ n_query`` scores the union of
+all candidates in one pass.
 
 Scores of non-candidates are ``-inf`` (`NOT_A_CANDIDATE`): *not computed*, and ranked below every computed
 score, so ``Scores.top_k`` and sorting keep working; use ``torch.isfinite`` to mask them before averaging.
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 
 from llm_attrib.attributors.base import STATE_FILE, Attributor, make_config, read_config
@@ -49,6 +55,8 @@ class PrefilterConfig(Config):
     index: str = option("tfidf", "lexical index that picks the candidates (on the command line: --prefilter)",
                         choices=tuple(PREFILTERS), flag=False)
     candidates: int = option(100, "training records kept per query (the others are not scored)", check=at_least(1))
+    query_chunk: int = option(16, "queries scored together: a group scores only the union of its queries' "
+                                  "candidates (shared ones once)", check=at_least(1))
 
 
 class Prefilter(Attributor):
@@ -69,7 +77,7 @@ class Prefilter(Attributor):
 
     def __init__(self, attributor: Attributor | None = None, *, config: PrefilterConfig | None = None,
                  columns: Columns = Columns(), index_config: Config | None = None, **options: Any):
-        self.config = make_config(PrefilterConfig, config, options)
+        self.config = make_config(self.config_class, config, options)
         self.attributor = attributor
         self.columns = columns
         self.index: LexicalAttributor = PREFILTERS[self.config.index](columns=columns, config=index_config)
@@ -90,7 +98,7 @@ class Prefilter(Attributor):
 
     def around(self, attributor: Attributor) -> "Prefilter":
         """This prefilter (options, columns and fitted index shared) narrowing ``attributor``."""
-        wrapped = Prefilter(attributor, config=self.config, columns=self.columns, index_config=self.index.config)
+        wrapped = type(self)(attributor, config=self.config, columns=self.columns, index_config=self.index.config)
         wrapped.index = self.index
         return wrapped
 
@@ -167,7 +175,7 @@ class Prefilter(Attributor):
         directory = Path(directory)
         saved = read_config(directory)
         inner = load_attributor(directory / INNER, *args, **runtime) if (directory / INNER).exists() else None
-        config = PrefilterConfig.from_dict(saved["config"], where=str(directory))
+        config = cls.config_class.from_dict(saved["config"], where=str(directory))
         metadata = read_metadata(directory / STATE_FILE)
         index_config = PREFILTERS[config.index].config_class.from_dict(metadata.get("config") or {},
                                                                        where=f"{directory} index config")
@@ -180,35 +188,85 @@ class Prefilter(Attributor):
         return self.index.top_k_candidates(queries, self.config.candidates)
 
     def score(self, queries: Sequence[Any], train: Sequence[Any], **options: Any) -> Scores:
-        """``[n_query, n_train]`` scores of the attributor on each query's candidates, ``-inf`` elsewhere.
+        """``[n_query, n_train]`` scores of the attributor on each query's candidates, ``-inf`` elsewhere
+        (``options`` go to its ``score``); per-module parts are ``-inf`` and per-token parts empty outside a query's
+        candidates."""
+        return self.score_candidates(queries, train, self.select(queries), **options)
 
-        The attributor scores the union of all queries' candidates once (``options`` go to its ``score``);
-        per-module parts are ``-inf`` and per-token parts empty outside a query's candidates.
+    def score_candidates(self, queries: Sequence[Any], train: Sequence[Any], chosen: torch.Tensor,
+                         **options: Any) -> Scores:
+        """`score` on given candidates: ``chosen[q]`` (``[n_query, K]`` training indices) are query ``q``'s.
+
+        Queries are scored in `group_queries` groups, each against the union of its queries' candidates; a pair
+        ``(q, n)`` gets exactly the score that scoring ``n`` alone against ``q`` gives. ``metadata["n_scored"]``
+        is the training records scored, summed over groups.
         """
         attributor = self._inner()
         self.index._check_same_train(train)
-        chosen = self.select(queries)
-        union = sorted(set(chosen.flatten().tolist()))
-        position = {column: i for i, column in enumerate(union)}
-        inner = attributor.score(queries, [train[i] for i in union], **options)
-        mask = torch.zeros(len(queries), len(train), dtype=torch.bool)
+        n_query, n_train = len(queries), len(train)
+        mask = torch.zeros(n_query, n_train, dtype=torch.bool)
         mask.scatter_(1, chosen, True)
-        keep = mask[:, union]
+        values = torch.full((n_query, n_train), NOT_A_CANDIDATE, dtype=torch.float64)
+        per_module: dict[str, torch.Tensor] | None = None
+        per_token: list[list[torch.Tensor]] | None = None
+        inner: Scores | None = None
+        n_scored = 0
+        for group in group_queries(chosen, self.config.query_chunk):
+            union = sorted(set(chosen[group].flatten().tolist()))
+            n_scored += len(union)
+            inner = attributor.score([queries[q] for q in group], [train[n] for n in union], **options)
+            keep = mask[group][:, union]
+            rows, columns = torch.tensor(group)[:, None], torch.tensor(union)[None, :]
 
-        def spread(block: torch.Tensor) -> torch.Tensor:
-            full = torch.full((len(queries), len(train)), NOT_A_CANDIDATE, dtype=block.dtype)
-            full[:, union] = torch.where(keep, block, torch.full_like(block, NOT_A_CANDIDATE))
-            return full
+            def put(full: torch.Tensor, block: torch.Tensor) -> None:
+                full[rows, columns] = torch.where(keep, block.to(full.dtype), full[rows, columns])
 
-        per_token = None
-        if inner.per_token is not None:
-            per_token = [[row[position[n]] if mask[q, n] else torch.zeros(0) for n in range(len(train))]
-                         for q, row in enumerate(inner.per_token)]
+            put(values, inner.values)
+            if inner.per_module is not None:
+                if per_module is None:
+                    per_module = {k: torch.full_like(values, NOT_A_CANDIDATE) for k in inner.per_module}
+                for k, block in inner.per_module.items():
+                    put(per_module[k], block)
+            if inner.per_token is not None:
+                if per_token is None:
+                    per_token = [[torch.zeros(0)] * n_train for _ in range(n_query)]
+                for row, q in enumerate(group):
+                    for column, n in enumerate(union):
+                        if mask[q, n]:
+                            per_token[q][n] = inner.per_token[row][column]
+        assert inner is not None
         return Scores(
-            values=spread(inner.values), query_ids=inner.query_ids, train_ids=record_ids(train),
+            values=values.to(inner.values.dtype), query_ids=record_ids(queries), train_ids=record_ids(train),
             method=f"{inner.method}+{self.config.index}-prefilter", units=f"{inner.units}; -inf = not a candidate",
-            per_module=None if inner.per_module is None else {k: spread(v) for k, v in inner.per_module.items()},
+            per_module=None if per_module is None else {k: v.to(inner.values.dtype) for k, v in per_module.items()},
             per_token=per_token,
             metadata={**inner.metadata, "prefilter": self.config.index, "candidates": self.config.candidates,
-                      "n_scored": len(union)},
+                      "query_chunk": self.config.query_chunk, "n_scored": n_scored},
         )
+
+
+def group_queries(chosen: torch.Tensor, size: int) -> list[list[int]]:
+    """Queries (rows of ``chosen``, ``[n_query, K]`` candidate indices) in groups of at most ``size``: the first
+    query not yet grouped starts a group, which then takes, one at a time, the ungrouped query sharing the most
+    candidates with its members (counted per member; ties to the earliest). ``O(n_query²)`` index work."""
+    n_query = chosen.shape[0]
+    if size >= n_query:
+        return [list(range(n_query))]
+    membership = sp.csr_matrix((np.ones(chosen.numel()), chosen.flatten().numpy(),
+                                np.arange(0, chosen.numel() + 1, chosen.shape[1])),
+                               shape=(n_query, int(chosen.max()) + 1))
+    overlap = (membership @ membership.T).tocsr()  # [n_query, n_query] shared candidates
+    grouped = np.zeros(n_query, dtype=bool)
+    groups: list[list[int]] = []
+    for first in range(n_query):
+        if grouped[first]:
+            continue
+        group, grouped[first] = [first], True
+        shared = overlap[first].toarray()[0]
+        while len(group) < size and not grouped.all():
+            best = int(np.argmax(np.where(grouped, -1.0, shared)))
+            group.append(best)
+            grouped[best] = True
+            shared += overlap[best].toarray()[0]
+        groups.append(group)
+    return groups

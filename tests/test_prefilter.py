@@ -72,3 +72,31 @@ def test_trace_cli_scores_only_the_candidates_and_saves_the_index(tmp_path, gpt2
     report = json.loads(capsys.readouterr().out)
     assert len(report["top"]) == 2 and 0 in {record["train_id"] for record in report["top"]}
     assert (factors / "prefilter-bm25.safetensors").exists()
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_per_query_groups_score_only_their_own_candidates_exactly(gpt2, tokenizer, train_records, query_records,
+                                                                   chunk):
+    from llm_attrib.prefilter import group_queries
+
+    attributor = InfluenceAttributor(CausalLMAdapter(gpt2, tokenizer), "kfac", batch_size=4).fit(train_records)
+    full = attributor.score(query_records, train_records, per_module=True)
+    prefilter = Prefilter(attributor, index="bm25", candidates=3, query_chunk=chunk).fit(train_records)
+    got = prefilter.score(query_records, train_records, per_module=True)
+    chosen = prefilter.select(query_records)
+    mask = torch.zeros_like(full.values, dtype=torch.bool).scatter_(1, chosen, True)
+    torch.testing.assert_close(got.values[mask], full.values[mask], rtol=1e-7, atol=1e-12)
+    assert (got.values[~mask] == NOT_A_CANDIDATE).all()
+    for name, part in got.per_module.items():
+        torch.testing.assert_close(part[mask], full.per_module[name][mask], rtol=1e-7, atol=1e-12)
+    groups = group_queries(chosen, chunk)
+    assert sorted(q for g in groups for q in g) == list(range(len(query_records)))
+    assert got.metadata["n_scored"] == sum(len(set(chosen[g].flatten().tolist())) for g in groups)
+
+
+def test_queries_sharing_candidates_are_grouped_together():
+    from llm_attrib.prefilter import group_queries
+
+    chosen = torch.tensor([[0, 1], [5, 6], [1, 0], [6, 7]])
+    assert group_queries(chosen, 2) == [[0, 2], [1, 3]]
+    assert group_queries(chosen, 4) == [[0, 1, 2, 3]]

@@ -38,6 +38,7 @@ ATTRIBUTOR_CLASSES: dict[str, str] = {
     "tfidf": "llm_attrib.attributors.text:TfidfAttributor",
     "bm25": "llm_attrib.attributors.text:BM25Attributor",
     "prefilter": "llm_attrib.prefilter:Prefilter",
+    "hybrid": "llm_attrib.attributors.hybrid:HybridAttributor",
 }
 """`Attributor.kind` → its class (``module:name``, imported when a saved attributor of that kind is loaded)."""
 
@@ -51,8 +52,7 @@ def load_attributor(directory: str | os.PathLike, *args: Any, **runtime: Any) ->
     if kind not in ATTRIBUTOR_CLASSES:
         raise UserInputError(f"{directory} holds an attributor of unknown kind {kind!r}; known: "
                              f"{', '.join(ATTRIBUTOR_CLASSES)}")
-    module, name = ATTRIBUTOR_CLASSES[kind].split(":")
-    return getattr(importlib.import_module(module), name).from_pretrained(directory, *args, **runtime)
+    return load_class(kind).from_pretrained(directory, *args, **runtime)
 
 
 AttributorFactory = Callable[..., Any]
@@ -119,6 +119,22 @@ def tracin_factory() -> AttributorFactory:
     return factory
 
 
+def narrowed_factory(kind: str, curvature: str = "ekfac") -> AttributorFactory:
+    """Factory of a default `Prefilter` (``kind="prefilter"``) or `HybridAttributor` (``kind="hybrid"``) around an
+    `InfluenceAttributor` of ``curvature`` on the default layers."""
+
+    def factory(model: Any, tokenizer: Any, training: TrainingHistory | None = None) -> Any:
+        return load_class(kind)(influence_factory(curvature)(model, tokenizer))
+
+    return factory
+
+
+def load_class(kind: str) -> type:
+    """The attributor class registered as ``kind`` in `ATTRIBUTOR_CLASSES` (imported now)."""
+    module, name = ATTRIBUTOR_CLASSES[kind].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def airrep_factory() -> AttributorFactory:
     """Factory of an `AirRepAttributor` (default options) supervised by models that ``training.retrain`` trains on
     subsets of the training records; their outcomes and the encoder are cached under ``training.cache_dir``."""
@@ -151,4 +167,6 @@ ATTRIBUTORS: dict[str, AttributorFactory] = {
     "trak-ensemble": trak_factory(n_models=TRAK_ENSEMBLE),
     "tracin": tracin_factory(),
     "airrep": airrep_factory(),
+    "prefilter-ekfac": narrowed_factory("prefilter"),
+    "hybrid": narrowed_factory("hybrid"),
 }
