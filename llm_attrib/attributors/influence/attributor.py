@@ -18,6 +18,7 @@ from llm_attrib.attributors.chunks import ChunkScores, ChunkStore, ScoreColumns
 from llm_attrib.attributors.influence.config import DTYPES, InfluenceConfig
 from llm_attrib.attributors.influence.engine import gradient_squared_norms, layer_gradients, score_chunk
 from llm_attrib.attributors.influence.factors import Factors
+from llm_attrib.attributors.influence.refine import FisherOperator, refine
 from llm_attrib.capture import TrackedLayer
 from llm_attrib.config import ConfigError
 from llm_attrib.contraction import QueryMatrices, query_matrices
@@ -75,7 +76,8 @@ class InfluenceAttributor(Attributor):
 
     @property
     def name(self) -> str:
-        return f"influence-{self.curvature.kind}" + (f"-{self.config.normalize}" if self.config.normalize else "")
+        refined = f"-cg{self.config.refine_steps}" if self.config.refine_steps else ""
+        return f"influence-{self.curvature.kind}{refined}" + (f"-{self.config.normalize}" if self.config.normalize else "")
 
     @property
     def is_fitted(self) -> bool:
@@ -167,7 +169,7 @@ class InfluenceAttributor(Attributor):
             query_sq_norm += gradient_squared_norms(grads).cpu()
             with self.factors.hold(layers):  # one group's factors, for its queries and (RelatIF) its records
                 contractions = {name: query_matrices(p, rank, self.config.torch_dtype)
-                                for name, p in self.curvature.precondition(grads).items()}
+                                for name, p in self._precondition(grads, layers).items()}
                 del grads
                 chunks = shard_batches(train, self.config.batch_size)
                 for start, records in tracked(chunks, f"{self.name} scores {part + 1}/{len(self.partitions())}",
@@ -179,6 +181,14 @@ class InfluenceAttributor(Attributor):
                             store.save(part, start, records, chunk)
                     columns.add(start, records, chunk)
         return columns.finish(query_sq_norm.sqrt(), self.config.normalize)
+
+    def _precondition(self, grads: Grads, layers: Sequence[TrackedLayer]) -> Grads:
+        """The query gradients' solve: the curvature's, or refined by ``refine_steps`` CG steps (`.refine`)."""
+        if not self.config.refine_steps:
+            return self.curvature.precondition(grads)
+        operator = FisherOperator(self.adapter, self.curvature, self.factors.examples, layers=layers,
+                                  batch_size=self.config.batch_size, seed=self.config.seed, fisher=self.config.fisher)
+        return refine(self.curvature, operator, grads, self.config.refine_steps)
 
     def _score_chunk(self, start: int, records: Sequence[Any], layers: Sequence[TrackedLayer],
                      contractions: Mapping[str, QueryMatrices], per_token: bool) -> ChunkScores:
@@ -200,6 +210,8 @@ class InfluenceAttributor(Attributor):
             "dtype": str(self.config.torch_dtype),
             "batch_size": self.config.batch_size,
             "layer_partitions": [[layer.name for layer in part] for part in self.partitions()],
+            **({"refine_steps": self.config.refine_steps, "fisher": self.config.fisher, "seed": self.config.seed}
+               if self.config.refine_steps else {}),
         }
 
     def self_influence(self, train: Sequence[Any]) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch
 
 from llm_attrib.config import Config, ConfigError, at_least, damping_check, option
 from llm_attrib.curvature import CURVATURES
+from llm_attrib.attributors.influence.refine import EIGENVALUES
 from llm_attrib.curvature.base import DEFAULT_DAMPING, FISHER_TARGETS
 
 NORMALIZATIONS = (None, "cosine", "relative")
@@ -49,10 +50,22 @@ class InfluenceConfig(Config):
                                       "passes over the data)", check=at_least(1))
     dtype: str | None = option(None, "dtype of the gradient contractions (none = float32, float64 for a float64 "
                                      "model); bfloat16 on a GPU for speed", choices=(None, *DTYPES), flag=False)
+    refine_steps: int = option(0, "refine the query solve towards the exact damped Fisher of the fit sample (all "
+                                  "layers together) by this many preconditioned CG steps, one pass over the sample "
+                                  "each (0 = the curvature's own solve)", check=at_least(0))
 
     def validate(self) -> None:
         if self.rescore_top is not None and self.query_rank is None:
             raise ConfigError("rescore_top", "re-scores the top records of low-rank scores: give query_rank too")
+        if self.refine_steps:
+            if self.curvature not in EIGENVALUES:
+                raise ConfigError("refine_steps", f"needs a factored preconditioner ({', '.join(EIGENVALUES)}), not "
+                                                  f"{self.curvature!r} curvature")
+            if self.layer_partitions > 1:
+                raise ConfigError("refine_steps", "the exact Fisher couples every tracked layer: use layer_partitions=1")
+            if self.normalize == "relative":
+                raise ConfigError("refine_steps", "refines the query solve only; RelatIF's self-influence would stay "
+                                                  "unrefined: use normalize none or cosine")
         if self.curvature == "identity" and self.damping is not None:
             raise ConfigError("damping", f"cannot be applied by identity curvature (grad-dot): leave it unset, "
                                          f"not {self.damping!r}")

@@ -44,6 +44,7 @@ class Factors:
         self.adapter, self.curvature, self.config = adapter, curvature, config
         self.cache_dir, self.progress = cache_dir, progress
         self.fingerprint: str | None = None
+        self.examples: list[Any] = []  # the encoded fit sample (refine_steps streams it); empty once loaded from a save
         self._files: dict[int, Path] = {}  # layer group -> the file its factors were released to
 
     def partitions(self) -> list[list[TrackedLayer]]:
@@ -58,6 +59,7 @@ class Factors:
             raise UserInputError("the training set is empty")
         indices = sample_indices(len(train), self.config.max_examples, self.config.seed)
         examples = self.adapter.encode([train[i] for i in indices])
+        self.examples = examples
         expect = None if self.cache_dir is None else {  # hashing every weight costs ~1 s/GB: only for a cache
             "kind": self.curvature.kind,
             "model": self.adapter.fingerprint(),
