@@ -18,6 +18,8 @@ import torch
 
 from llm_attrib.demo.training import torch_threads
 
+RATE = re.compile(r"over all 100 demo questions, each traced with its true answer: on average \d\.\d\d of the top 5 "
+                  r"documents state the fact \(a random ranking: 0\.\d\d\)")
 ROW = re.compile(r"^\s*(?P<rank>\d+)\s+(?P<score>\S+)\s+(?P<id>d\d{5})\s+(?P<text>.*?)(?P<mark>  \*)?$")
 
 
@@ -48,12 +50,13 @@ def test_quickstart_builds_the_demo_on_a_fresh_cache_and_prints_the_marked_repor
     assert lines[2].startswith("completion: '") and lines[2][13:-1].strip()  # the model's answer, not empty
     assert lines[3].startswith("method:     influence-ekfac (") and "positive = raises" in lines[3]
     assert lines[4] == "" and lines[5].split() == ["rank", "score", "id", "text"]
-    rows = [ROW.match(line) for line in lines[6::2]]
-    assert len(lines) == 6 + 2 * 5 and all(rows), lines
+    rows = [ROW.match(line) for line in lines[6:16:2]]
+    assert len(lines) == 6 + 2 * 5 + 2 and all(rows), lines
+    assert lines[16] == "" and RATE.fullmatch(lines[17]), lines[17]  # the rate over all questions, not one draw
     assert [int(row["rank"]) for row in rows] == [1, 2, 3, 4, 5]
     scores = [float(row["score"]) for row in rows]
     assert scores == sorted(scores, reverse=True) and len({row["id"] for row in rows}) == 5
-    for row, tokens in zip(rows, lines[7::2]):
+    for row, tokens in zip(rows, lines[7:16:2]):
         text = texts[row["id"]]
         assert row["text"] == (text if len(text) <= 80 else text[:77] + "...")
         assert bool(row["mark"]) == (row["id"] in relevant)  # marked exactly when the document states the fact
