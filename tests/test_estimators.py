@@ -3,11 +3,14 @@ checkpoints and Fisher samples against hand-weighted sums of plain influence sco
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from llm_attrib.adapters import CausalLMAdapter
 from llm_attrib.attributors.influence import InfluenceAttributor
+from llm_attrib.attributors.influence.ensemble import InfluenceEnsemble
 from llm_attrib.attributors.influence.refine import layer_damping
 from llm_attrib.config import ConfigError
 from llm_attrib.curvature import make_curvature
@@ -86,3 +89,42 @@ def test_bad_refine_options_are_refused(small, options, message):
     options = {"refine_steps": 2, **options}
     with pytest.raises(ConfigError, match=message):
         InfluenceAttributor(small, **options)
+
+
+def test_an_ensemble_of_one_checkpoint_and_one_fisher_sample_is_plain_influence(gpt2, tokenizer, train_records,
+                                                                                query_records):
+    adapter = CausalLMAdapter(gpt2, tokenizer)
+    ensemble = InfluenceEnsemble([adapter], [0.7], damping=1e-3, batch_size=3).fit(train_records)
+    plain = InfluenceAttributor(adapter, "ekfac", damping=1e-3, batch_size=3).fit(train_records)
+    got, expected = ensemble.score(query_records, train_records), plain.score(query_records, train_records)
+    torch.testing.assert_close(got.values, expected.values, rtol=1e-12, atol=0)
+    assert got.method == "influence-ekfac-ensemble"
+
+
+def test_ensemble_weights_checkpoints_by_learning_rate_and_averages_fisher_samples(gpt2, tokenizer, train_records,
+                                                                                   query_records, tmp_path):
+    later = copy.deepcopy(gpt2)
+    with torch.no_grad():
+        for parameter in later.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    adapters = [CausalLMAdapter(gpt2, tokenizer), CausalLMAdapter(later, tokenizer)]
+    options = dict(damping="heuristic", batch_size=3, max_examples=6)
+    ensemble = InfluenceEnsemble(adapters, [1.0, 3.0], fisher_samples=2, **options).fit(train_records)
+    got = ensemble.score(query_records, train_records, per_module=True)
+    parts = {(k, s): InfluenceAttributor(adapters[k], "ekfac", seed=s, **options).fit(train_records)
+             .score(query_records, train_records, per_module=True) for k in (0, 1) for s in (0, 1)}
+    expected = sum(w / 4 / 2 * parts[k, s].values for (k, s), w in zip(parts, (1.0, 1.0, 3.0, 3.0)))
+    torch.testing.assert_close(got.values, expected, rtol=1e-10, atol=0)
+    assert not torch.allclose(parts[1, 0].values, parts[1, 1].values)  # the two Fisher samples differ
+    torch.testing.assert_close(sum(got.per_module.values()), got.values, rtol=1e-10, atol=1e-12)
+    ensemble.save_pretrained(tmp_path / "saved")
+    loaded = InfluenceEnsemble.from_pretrained(tmp_path / "saved", adapters)
+    assert torch.equal(loaded.score(query_records, train_records).values, got.values)
+
+
+def test_ensemble_weights_must_match_the_checkpoints(gpt2, tokenizer):
+    adapter = CausalLMAdapter(gpt2, tokenizer)
+    with pytest.raises(ConfigError, match="one weight per checkpoint"):
+        InfluenceEnsemble([adapter, adapter], [1.0])
+    with pytest.raises(ConfigError, match="positive sum"):
+        InfluenceEnsemble([adapter], [0.0])

@@ -39,6 +39,7 @@ ATTRIBUTOR_CLASSES: dict[str, str] = {
     "bm25": "llm_attrib.attributors.text:BM25Attributor",
     "prefilter": "llm_attrib.prefilter:Prefilter",
     "hybrid": "llm_attrib.attributors.hybrid:HybridAttributor",
+    "influence-ensemble": "llm_attrib.attributors.influence.ensemble:InfluenceEnsemble",
 }
 """`Attributor.kind` → its class (``module:name``, imported when a saved attributor of that kind is loaded)."""
 
@@ -135,6 +136,36 @@ def load_class(kind: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def refined_influence_factory(steps: int) -> AttributorFactory:
+    """Factory of EK-FAC influence (default layers and damping) refined by ``steps`` CG steps towards the exact damped
+    Fisher (``refine_steps``; one pass over the fit sample each); shares its fit across dampings like `influence`."""
+
+    def factory(model: Any, tokenizer: Any, training: TrainingHistory | None = None) -> Any:
+        from llm_attrib.adapters.causal_lm import CausalLMAdapter
+        from llm_attrib.attributors.influence import InfluenceAttributor
+
+        return InfluenceAttributor(CausalLMAdapter(model, tokenizer), "ekfac", refine_steps=steps)
+
+    factory.fit_key = ("influence", "ekfac", None, "refine", steps)  # type: ignore[attr-defined]
+    factory.damping = None  # type: ignore[attr-defined]
+    return factory
+
+
+def source_factory(last: int) -> AttributorFactory:
+    """Factory of EK-FAC influence averaged over the last ``last`` checkpoints of ``training.checkpoints()``, weighted
+    by learning rate × steps (SOURCE-style `InfluenceEnsemble`; default layers and damping)."""
+
+    def factory(model: Any, tokenizer: Any, training: TrainingHistory | None = None) -> Any:
+        from llm_attrib.adapters.causal_lm import CausalLMAdapter
+        from llm_attrib.attributors.influence.ensemble import InfluenceEnsemble
+
+        checkpoints, learning_rates = _history(training, "SOURCE-style influence").checkpoints()
+        return InfluenceEnsemble([CausalLMAdapter(m, tokenizer) for m in list(checkpoints)[-last:]],
+                                 list(learning_rates)[-last:])
+
+    return factory
+
+
 def airrep_factory() -> AttributorFactory:
     """Factory of an `AirRepAttributor` (default options) supervised by models that ``training.retrain`` trains on
     subsets of the training records; their outcomes and the encoder are cached under ``training.cache_dir``."""
@@ -169,4 +200,6 @@ ATTRIBUTORS: dict[str, AttributorFactory] = {
     "airrep": airrep_factory(),
     "prefilter-ekfac": narrowed_factory("prefilter"),
     "hybrid": narrowed_factory("hybrid"),
+    "influence-ekfac-cg4": refined_influence_factory(4),
+    "influence-ekfac-source3": source_factory(3),
 }
