@@ -1,5 +1,7 @@
-"""Curvature estimators sharing one interface (`Curvature`): identity, diagonal, K-FAC, EK-FAC, explicit."""
+"""Curvature estimators sharing one interface (`Curvature`): identity, diagonal, K-FAC, EK-FAC, explicit; and Adam's
+saved step sizes (`AdamPreconditioner`, read from an optimizer state, never fitted)."""
 
+from llm_attrib.curvature.adam import AdamPreconditioner
 from llm_attrib.curvature.base import Curvature, Grads, resolve_damping
 from llm_attrib.curvature.diagonal import DiagonalCurvature
 from llm_attrib.curvature.explicit import ExplicitCurvature
@@ -9,7 +11,8 @@ from llm_attrib.errors import UserInputError
 
 CURVATURES: dict[str, type[Curvature]] = {
     cls.kind: cls
-    for cls in (IdentityCurvature, DiagonalCurvature, KFACCurvature, EKFACCurvature, ExplicitCurvature)
+    for cls in (IdentityCurvature, DiagonalCurvature, KFACCurvature, EKFACCurvature, ExplicitCurvature,
+                AdamPreconditioner)
 }
 
 

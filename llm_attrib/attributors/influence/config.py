@@ -20,6 +20,10 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.flo
 """Names of the contraction dtypes `InfluenceConfig.dtype` accepts."""
 
 
+UNDAMPED = {"identity": "identity curvature (grad-dot)", "adam": "adam preconditioning (its epsilon is the optimizer's)"}
+"""Curvatures that apply no damping, and how an error names them."""
+
+
 def _damping_or_default(value: Any) -> str | None:
     return None if value is None else damping_check(value)
 
@@ -66,14 +70,14 @@ class InfluenceConfig(Config):
             if self.normalize == "relative":
                 raise ConfigError("refine_steps", "refines the query solve only; RelatIF's self-influence would stay "
                                                   "unrefined: use normalize none or cosine")
-        if self.curvature == "identity" and self.damping is not None:
-            raise ConfigError("damping", f"cannot be applied by identity curvature (grad-dot): leave it unset, "
+        if self.curvature in UNDAMPED and self.damping is not None:
+            raise ConfigError("damping", f"cannot be applied by {UNDAMPED[self.curvature]}: leave it unset, "
                                          f"not {self.damping!r}")
 
     @property
     def effective_damping(self) -> float | str | None:
         """The damping the curvature applies: the given one, `DEFAULT_DAMPING`, or None for identity."""
-        if self.curvature == "identity":
+        if self.curvature in UNDAMPED:
             return None
         return DEFAULT_DAMPING if self.damping is None else self.damping
 
