@@ -9,6 +9,24 @@ verbatim); the others must be answered from the statements alone. *Distractor* d
 facts about other people, who are never queried.
 
 A document is relevant to a query iff it states the query's fact: ``relevant(query_id)``.
+
+Harder corpora (all off by default, so the default corpus is unchanged):
+
+* ``alias_fraction``: that fraction of the queried facts is stated once under the person's name (a direct
+  statement) and otherwise only under an *alias* (``"Kroth Velm"``, sharing no word with the name), in paraphrase
+  templates: an *alias* document has neither the person's name nor a query keyword, only the value. Two
+  *alias-intro* documents per aliased person link the names ("Voupeas Tha, known as Kroth Velm, ...") and state
+  no fact. These facts get no question/answer document.
+* ``held_out_fraction``: that fraction of the other facts is queried in a phrasing no training document uses
+  (`Attribute.held_out`), so the query's wording is never seen in training.
+* ``decoys_per_fact``: *decoy* documents per queried fact, about a *namesake* (the person's first name, another
+  last name) asked in the query's own phrasing and answered with another value: "Q: Where does Voupeas Krom
+  live? A: Brimford". A decoy shares the query's question words and first name, which a true paraphrase or alias
+  document lacks, so lexical retrieval ranks it high; it states another person's fact, relevant to no query.
+
+`FactCorpus.query_group` sorts the queries into `QUERY_GROUPS`: *alias* (the fact has alias documents),
+*verbatim* (a document stating the fact contains the query's question word for word) and *paraphrased* (none
+does).
 """
 
 from __future__ import annotations
@@ -19,19 +37,27 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-DOCUMENT_KINDS = ("direct", "paraphrase", "qa", "distractor")
+DOCUMENT_KINDS = ("direct", "paraphrase", "qa", "distractor", "alias", "alias-intro", "decoy")
+QUERY_GROUPS = ("verbatim", "paraphrased", "alias")
+ALIAS_INTROS = (
+    "{e}, known as {a}, keeps to a quiet routine.",
+    "Friends of {e} simply call them {a}.",
+    "{a} is the name that {e} uses among friends.",
+)
+"""Documents linking a person's name ``{e}`` and alias ``{a}`` (they state no fact and contain no query keyword)."""
 
 
 @dataclass(frozen=True)
 class Attribute:
     """One kind of fact. ``questions[0]`` is the query's phrasing; ``keywords`` are its content words,
-    which no paraphrase template contains."""
+    which no paraphrase template contains. ``held_out`` is a question phrasing no training document uses."""
 
     name: str
     questions: tuple[str, ...]
     keywords: frozenset[str]
     direct: tuple[str, ...]
     paraphrase: tuple[str, ...]
+    held_out: str = ""
 
 
 ATTRIBUTES: tuple[Attribute, ...] = (
@@ -45,6 +71,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
             "Every morning {e} walks to the market square of {v}.",
             "The mayor of {v} counts {e} among its residents.",
         ),
+        "Which place has {e} settled in?",
     ),
     Attribute(
         "profession",
@@ -56,6 +83,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
             "Ask anyone in the guild: {e} is the finest {v} around.",
             "Since school, {e} has wanted to be a {v}.",
         ),
+        "What is the trade of {e}?",
     ),
     Attribute(
         "colour",
@@ -67,6 +95,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
             "Nothing pleases {e} more than something {v}.",
             "Ask {e} to pick a scarf and it will be {v}.",
         ),
+        "What shade does {e} prefer?",
     ),
     Attribute(
         "employer",
@@ -78,6 +107,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
             "{e} joined {v} after school and never left.",
             "On the staff list of {v} you will find {e}.",
         ),
+        "For which firm does {e} work?",
     ),
     Attribute(
         "birth_year",
@@ -89,6 +119,7 @@ ATTRIBUTES: tuple[Attribute, ...] = (
             "In {v}, a baby named {e} arrived.",
             "The cake for {e} always says {v} on it.",
         ),
+        "When did {e} come into the world?",
     ),
 )
 ATTRIBUTE_BY_NAME = {attribute.name: attribute for attribute in ATTRIBUTES}
@@ -130,6 +161,16 @@ class FactCorpus:
     def relevant(self, query_id: str) -> set[str]:
         """Ids of the documents that state the fact asked by ``query_id``."""
         return set(self._relevant.get(self._query_fact[query_id], ()))
+
+    def query_group(self, query_id: str) -> str:
+        """The query's group in `QUERY_GROUPS`: ``alias`` if its fact has alias documents, ``verbatim`` if a
+        document stating its fact contains its question word for word, else ``paraphrased``."""
+        documents = [d for d in self.documents if d["id"] in self.relevant(query_id)]
+        if any(d["kind"] == "alias" for d in documents):
+            return "alias"
+        query = next(q for q in self.queries if q["id"] == query_id)
+        question = query["prompt"].removeprefix("Q: ").removesuffix(" A:")
+        return "verbatim" if any(question in d["text"] for d in documents) else "paraphrased"
 
     @property
     def paraphrases(self) -> set[str]:
@@ -176,17 +217,31 @@ def generate_facts(
     n_distractors: int = 60,
     seed: int = 0,
     qa_fraction: float = 0.5,
+    *,
+    alias_fraction: float = 0.0,
+    held_out_fraction: float = 0.0,
+    decoys_per_fact: int = 0,
 ) -> FactCorpus:
     """Build a `FactCorpus`: ``n_entities × 5`` queried facts, each stated in ``docs_per_fact`` documents
     (a ``paraphrase_fraction`` of them paraphrases, at least one direct statement per fact), a question/answer
     document for a ``qa_fraction`` of the facts, and ``n_distractors`` documents about other people.
-    Same arguments → same corpus.
+    ``alias_fraction``, ``held_out_fraction`` and ``decoys_per_fact`` add aliases, unseen query phrasings and
+    namesake decoys (module docstring; a verbatim query's fact then always has its question/answer document).
+    Same arguments → same corpus; with the three at 0 the corpus is the one this function always made.
     """
-    for name, fraction in (("paraphrase_fraction", paraphrase_fraction), ("qa_fraction", qa_fraction)):
+    for name, fraction in (("paraphrase_fraction", paraphrase_fraction), ("qa_fraction", qa_fraction),
+                           ("alias_fraction", alias_fraction), ("held_out_fraction", held_out_fraction)):
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], not {fraction}")
+    if alias_fraction + held_out_fraction > 1.0:
+        raise ValueError(f"alias_fraction + held_out_fraction must be at most 1, not {alias_fraction + held_out_fraction}")
+    if decoys_per_fact < 0:
+        raise ValueError(f"decoys_per_fact must be at least 0, not {decoys_per_fact}")
     config = dict(n_entities=n_entities, docs_per_fact=docs_per_fact, paraphrase_fraction=paraphrase_fraction,
                   n_distractors=n_distractors, seed=seed, qa_fraction=qa_fraction)
+    hard = dict(alias_fraction=alias_fraction, held_out_fraction=held_out_fraction, decoys_per_fact=decoys_per_fact)
+    if any(hard.values()):
+        config.update(hard)  # only then: the default corpus's JSON stays as it was
     if docs_per_fact < 1:
         raise ValueError(f"docs_per_fact must be at least 1, not {docs_per_fact}")
     rng = random.Random(seed)
@@ -201,23 +256,40 @@ def generate_facts(
             facts[f"p{index}:{attribute.name}"] = {
                 "entity": person, "attribute": attribute.name, "value": rng.choice(values[attribute.name])
             }
+    queried = [f"p{i}:{a.name}" for i in range(n_entities) for a in ATTRIBUTES]
+    extra = random.Random(f"{seed}/hard")  # draws of the hard options only: the default stream is untouched
+    groups = _query_groups(extra, queried, alias_fraction, held_out_fraction) if any(hard.values()) else {}
+    aliases = _aliases(extra, people, firsts + lasts,
+                       sorted({int(f[1:].split(":")[0]) for f, g in groups.items() if g == "alias"}))
 
-    drafts: list[tuple[str, str, str]] = []  # (text, fact_id, kind)
+    drafts: list[tuple[str, list[str], str]] = []  # (text, fact_ids, kind)
     queries: list[dict[str, Any]] = []
     n_paraphrases = round(docs_per_fact * paraphrase_fraction)
-    for fact_id in [f"p{i}:{a.name}" for i in range(n_entities) for a in ATTRIBUTES]:
+    for fact_id in queried:
         fact = facts[fact_id]
         attribute = ATTRIBUTE_BY_NAME[fact["attribute"]]
-        kinds = ["paraphrase"] * min(n_paraphrases, docs_per_fact - 1) + ["direct"] * docs_per_fact
-        for kind in kinds[:docs_per_fact]:
-            template = rng.choice(attribute.paraphrase if kind == "paraphrase" else attribute.direct)
-            drafts.append((template.format(e=fact["entity"], v=fact["value"]), fact_id, kind))
+        group = groups.get(fact_id)
+        kinds = (["paraphrase"] * min(n_paraphrases, docs_per_fact - 1) + ["direct"] * docs_per_fact)[:docs_per_fact]
+        if group == "alias":  # one statement under the name, the others under the alias
+            kinds = ["direct"] + ["alias"] * max(1, docs_per_fact - 1)
+        for kind in kinds:
+            if kind == "alias":
+                template = extra.choice(attribute.paraphrase)
+                entity = aliases[int(fact_id[1:].split(":")[0])]
+            else:
+                template = rng.choice(attribute.paraphrase if kind == "paraphrase" else attribute.direct)
+                entity = fact["entity"]
+            drafts.append((template.format(e=entity, v=fact["value"]), [fact_id], kind))
         question = rng.choice(attribute.questions).format(e=fact["entity"])
-        if rng.random() < qa_fraction:
-            drafts.append((f"Q: {question} A: {fact['value']}", fact_id, "qa"))
+        has_qa = rng.random() < qa_fraction
+        if group == "verbatim":
+            question, has_qa = attribute.questions[0].format(e=fact["entity"]), True
+        if has_qa and group != "alias":
+            drafts.append((f"Q: {question} A: {fact['value']}", [fact_id], "qa"))
+        asked = attribute.held_out if group == "held_out" else attribute.questions[0]
         queries.append({
             "id": f"q{len(queries):04d}",
-            "prompt": f"Q: {attribute.questions[0].format(e=fact['entity'])} A:",
+            "prompt": f"Q: {asked.format(e=fact['entity'])} A:",
             "completion": f" {fact['value']}",
             "fact_id": fact_id,
         })
@@ -227,11 +299,52 @@ def generate_facts(
         fact = facts[fact_id]
         attribute = ATTRIBUTE_BY_NAME[fact["attribute"]]
         template = rng.choice(attribute.direct + attribute.paraphrase)
-        drafts.append((template.format(e=fact["entity"], v=fact["value"]), fact_id, "distractor"))
+        drafts.append((template.format(e=fact["entity"], v=fact["value"]), [fact_id], "distractor"))
+    for person, alias in aliases.items():
+        for template in ALIAS_INTROS[:2]:
+            drafts.append((template.format(e=people[person], a=alias), [], "alias-intro"))
+    if decoys_per_fact:
+        taken = lasts + [word for alias in aliases.values() for word in alias.split()]
+        drafts += _decoys(extra, facts, queries, taken, values, decoys_per_fact)
 
     rng.shuffle(drafts)
     documents = [
-        {"id": f"d{index:05d}", "text": text, "fact_ids": [fact_id], "kind": kind}
-        for index, (text, fact_id, kind) in enumerate(drafts)
+        {"id": f"d{index:05d}", "text": text, "fact_ids": fact_ids, "kind": kind}
+        for index, (text, fact_ids, kind) in enumerate(drafts)
     ]
     return FactCorpus(documents=documents, queries=queries, facts=facts, config=config)
+
+
+def _query_groups(rng: random.Random, queried: list[str], alias_fraction: float,
+                  held_out_fraction: float) -> dict[str, str]:
+    """Each queried fact's group as generated: ``alias``, ``held_out`` (an unseen query phrasing) or ``verbatim``."""
+    order = list(queried)
+    rng.shuffle(order)
+    n_alias, n_held = round(alias_fraction * len(order)), round(held_out_fraction * len(order))
+    return {fact_id: "alias" if i < n_alias else "held_out" if i < n_alias + n_held else "verbatim"
+            for i, fact_id in enumerate(order)}
+
+
+def _aliases(rng: random.Random, people: list[str], taken: list[str], persons: list[int]) -> dict[int, str]:
+    """An alias (two invented words, none a word of any name) for each person index in ``persons``."""
+    words_ = [w for w in _unique_words(rng, 4 * len(persons) + 8, 2) if w not in set(taken)]
+    return {person: f"{words_[2 * i]} {words_[2 * i + 1]}" for i, person in enumerate(persons)}
+
+
+def _decoys(rng: random.Random, facts: dict[str, dict[str, str]], queries: list[dict[str, Any]], taken: list[str],
+            values: dict[str, list[str]], per_fact: int) -> list[tuple[str, list[str], str]]:
+    """``per_fact`` namesake decoys per query: its question, for a person with its first name and a new last
+    name (none of ``taken``), answered with another value; the namesakes' facts are added to ``facts`` (ids ``n<k>:<attribute>``)."""
+    drafts: list[tuple[str, list[str], str]] = []
+    lasts = [w for w in _unique_words(rng, len(queries) * per_fact + len(taken) + 8, 1) if w not in set(taken)]
+    for query in queries:
+        fact = facts[query["fact_id"]]
+        first = fact["entity"].split(" ")[0]
+        for _ in range(per_fact):
+            k = len(drafts)
+            namesake = f"{first} {lasts[k]}"
+            value = rng.choice([v for v in values[fact["attribute"]] if v != fact["value"]])
+            facts[f"n{k}:{fact['attribute']}"] = {"entity": namesake, "attribute": fact["attribute"], "value": value}
+            prompt = query["prompt"].replace(fact["entity"], namesake)
+            drafts.append((f"{prompt} {value}", [f"n{k}:{fact['attribute']}"], "decoy"))
+    return drafts

@@ -4,7 +4,10 @@
   completion = output), loaded with ``datasets.load_dataset("json", ...)`` as a user would, subsampled with a
   seed and truncated; queries are held-out records of the same file.
 * `facts_benchmark`: the synthetic-fact demo corpus (`llm_attrib.demo.default`) at a small recipe; queries ask
-  facts whose supporting documents are known (recall@k, MRR, tail-patch).
+  facts whose supporting documents are known (recall@k, MRR, tail-patch, per query group).
+* `facts_hard_benchmark`: a fact corpus with aliases, unseen query phrasings and namesake decoys
+  (`llm_attrib.demo.facts.generate_facts`), its tiny GPT-2 trained here; per query group (verbatim, paraphrased,
+  alias) MRR, recall@10 and recall@10 of the alias documents.
 * `provenance_benchmark`: tiny-Shakespeare works, some planted among unrelated role-play text; queries quote or
   perturb planted and never-trained works (precision/recall of flagged works).
 * `loo_benchmark`: a smaller role-play model whose leave-one-out effects are affordable to measure (the suite
@@ -29,9 +32,11 @@ from typing import Any, Callable
 import torch
 
 from llm_attrib.demo.default import DemoRecipe, load_default
+from llm_attrib.demo.facts import generate_facts
 from llm_attrib.demo.model import tiny_gpt2
 from llm_attrib.demo.tokenizer import train_tokenizer
-from llm_attrib.evaluation.fact_tracing import retrieval_report, tail_patch_report
+from llm_attrib.demo.training import greedy_correct
+from llm_attrib.evaluation.fact_tracing import group_report, retrieval_report, tail_patch_report
 from llm_attrib.evaluation.mislabel import detection_report, self_influence_scores, swap_completions
 from llm_attrib.evaluation.provenance import (evaluate_provenance, evaluate_provenance_permutation,
                                               passage_queries, split_works)
@@ -167,11 +172,36 @@ def facts_benchmark(cache_dir: str | Path, recipe: DemoRecipe = FACTS_RECIPE) ->
     evaluators: list[Evaluator] = [
         lambda scores: retrieval_report(scores, bundle.corpus),
         lambda scores: tail_patch_report(bundle.model, tokenizer, scores, queries, bundle.train_records),
+        lambda scores: group_report(scores, bundle.corpus),
     ]
     return Benchmark("facts", bundle.model, tokenizer, bundle.train_records, queries, retrainer, evaluators,
                      settings={"recipe": vars(recipe) if hasattr(recipe, "__dict__") else str(recipe),
                                "greedy_accuracy": bundle.info.get("greedy_accuracy"), **retrainer.settings()},
                      seed=recipe.train_seed)
+
+
+FACTS_HARD_CORPUS = dict(n_entities=12, docs_per_fact=3, n_distractors=30, alias_fraction=1 / 3,
+                         held_out_fraction=1 / 3, decoys_per_fact=1)
+"""`generate_facts` arguments of `facts_hard_benchmark`: 60 queries, 20 per group."""
+
+
+def facts_hard_benchmark(*, seed: int = 0, corpus: dict[str, Any] | None = None, n_embd: int = 128,
+                         epochs: int = 60, lr: float = 3e-3, batch_size: int = 16) -> Benchmark:
+    """A tiny GPT-2 (trained here, seeded) on a hard fact corpus (``corpus``: `generate_facts` arguments, default
+    `FACTS_HARD_CORPUS`, seeded by ``seed``); queries are its fact queries, evaluated per group."""
+    facts = generate_facts(**{**FACTS_HARD_CORPUS, **(corpus or {})}, seed=seed)
+    texts = [d["text"] for d in facts.documents] + [q["prompt"] + q["completion"] for q in facts.queries]
+    tokenizer = train_tokenizer(texts, 1024, model_max_length=64)
+    train = [{"id": d["id"], "text": d["text"]} for d in facts.documents]
+    queries = [{k: q[k] for k in ("id", "prompt", "completion")} for q in facts.queries]
+    retrainer = DemoRetrainer(_tiny_gpt2_builder(tokenizer, 64, n_embd), tokenizer, epochs=epochs, lr=lr,
+                              batch_size=batch_size)
+    model = retrainer(train, seed).eval()
+    evaluators: list[Evaluator] = [lambda scores: retrieval_report(scores, facts),
+                                   lambda scores: group_report(scores, facts)]
+    accuracy = float(greedy_correct(model, tokenizer, facts.queries).float().mean())
+    return Benchmark("facts-hard", model, tokenizer, train, queries, retrainer, evaluators,
+                     settings={"corpus": facts.config, "greedy_accuracy": accuracy, **retrainer.settings()}, seed=seed)
 
 
 def provenance_benchmark(

@@ -2,7 +2,12 @@
 
 Retrieval: each query asks one fact; the documents stating it are its ground truth. Recall@k and MRR are
 reported over all of them, over the *paraphrases* only (stated without the query's keywords, where lexical
-retrieval struggles) and over the *verbatim* ones (direct statements and question/answer documents).
+retrieval struggles), over the *verbatim* ones (direct statements and question/answer documents) and, in a corpus
+with aliases, over the *alias* documents (the fact stated under another name of the person).
+
+Per query group (`group_report`; `llm_attrib.demo.facts.QUERY_GROUPS`: verbatim, paraphrased and alias queries):
+MRR and recall@10 over all relevant documents and recall@10 of the alias documents, with every query's own values
+so that two methods can be compared query by query (`paired_difference`: mean ± standard error).
 
 Tail-patch (Chang et al. 2024): take one SGD step on the summed NLL of the top-k retrieved documents and
 measure the gain in the query's log Pr(completion | prompt); random scores give the baseline.
@@ -11,12 +16,13 @@ A higher gain means the retrieved documents really teach the fact.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import torch
 
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
-from llm_attrib.demo.facts import FactCorpus
+from llm_attrib.demo.facts import QUERY_GROUPS, FactCorpus
 from llm_attrib.demo.training import forward, token_log_probs
 from llm_attrib.evaluation.metrics import mean_reciprocal_rank, recall_at_k
 from llm_attrib.scores import Scores
@@ -25,6 +31,7 @@ RELEVANCE_SPLITS = {
     "all": lambda document: True,
     "paraphrase": lambda document: document["kind"] == "paraphrase",
     "verbatim": lambda document: document["kind"] in ("direct", "qa"),
+    "alias": lambda document: document["kind"] == "alias",
 }
 
 
@@ -51,6 +58,51 @@ def retrieval_report(scores: Scores, corpus: FactCorpus, ks: Sequence[int] = (1,
         report.update({f"{split}/recall@{k}": recall_at_k(values, kept, k) for k in ks})
         report[f"{split}/mrr"] = mean_reciprocal_rank(values, kept)
     return report
+
+
+def group_report(scores: Scores, corpus: FactCorpus, k: int = 10) -> dict[str, Any]:
+    """Per query group ``g`` of the corpus, keys ``queries/g/...``: ``mrr``, ``recall@k`` (all relevant documents),
+    ``alias_recall@k`` (alias documents; only where the group's queries have some), ``n_query`` and the per-query
+    values under ``per_query`` (``{"query_ids", "rr", "recall@k", "alias_recall@k"}``)."""
+    relevant = relevant_indices(corpus, scores)
+    alias = relevant_indices(corpus, scores, RELEVANCE_SPLITS["alias"])
+    report: dict[str, Any] = {}
+    for group in QUERY_GROUPS:
+        rows = [q for q, query_id in enumerate(scores.query_ids)
+                if corpus.query_group(query_id) == group and relevant[q]]
+        if not rows:
+            continue
+        per_query: dict[str, list[Any]] = {"query_ids": [scores.query_ids[q] for q in rows], "rr": [],
+                                           f"recall@{k}": []}
+        for q in rows:
+            values = scores.values[q:q + 1]
+            per_query["rr"].append(mean_reciprocal_rank(values, [relevant[q]]))
+            per_query[f"recall@{k}"].append(recall_at_k(values, [relevant[q]], k))
+        if all(alias[q] for q in rows):
+            per_query[f"alias_recall@{k}"] = [recall_at_k(scores.values[q:q + 1], [alias[q]], k) for q in rows]
+        key = f"queries/{group}"
+        report.update({f"{key}/n_query": len(rows), f"{key}/mrr": _mean(per_query["rr"]),
+                       f"{key}/recall@{k}": _mean(per_query[f"recall@{k}"]), f"{key}/per_query": per_query})
+        if f"alias_recall@{k}" in per_query:
+            report[f"{key}/alias_recall@{k}"] = _mean(per_query[f"alias_recall@{k}"])
+    return report
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def paired_difference(ours: Sequence[float], theirs: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of ``ours[q] - theirs[q]`` over the same queries (s.e. = sample s.d. / √n; 0 for one
+    query)."""
+    if len(ours) != len(theirs) or not ours:
+        raise ValueError(f"paired values need the same non-zero number of queries, not {len(ours)} and {len(theirs)}")
+    differences = [a - b for a, b in zip(ours, theirs)]
+    mean = _mean(differences)
+    if len(differences) == 1:
+        return mean, 0.0
+    variance = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)
+    return mean, math.sqrt(variance / len(differences))
 
 
 def sgd_step_gain(
