@@ -91,3 +91,23 @@ def test_registry_builds_a_fitted_hybrid(gpt2, tokenizer, train_records, query_r
 def test_bad_hybrid_options_get_one_line_errors(options, message):
     with pytest.raises(UserInputError, match=message):
         HybridAttributor(**options)
+
+
+def test_trace_cli_method_hybrid_reports_fused_candidates(tmp_path, gpt2, tokenizer, train_records, capsys):
+    import json
+
+    from llm_attrib.cli import main
+
+    model_dir, train_file, factors = tmp_path / "model", tmp_path / "train.jsonl", tmp_path / "factors"
+    gpt2.float().save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    train_file.write_text("".join(json.dumps(r) + "\n" for r in train_records))
+    arguments = ["trace", "--model", str(model_dir), "--train", str(train_file), "--prompt", "the cat sat on",
+                 "--completion", " the mat.", "--top-k", "5", "--json", "--factors", str(factors)]
+    assert main(arguments + ["--method", "hybrid", "--hybrid-candidates", "3", "--hybrid-fusion", "rrf"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["method"].startswith("hybrid-influence-ekfac+bm25-rrf") and len(report["top"]) == 3
+    assert all(0 < record["score"] <= 2 / 61 for record in report["top"])
+    assert (factors / "prefilter-bm25.safetensors").exists()
+    assert main(arguments + ["--method", "hybrid", "--prefilter", "bm25"]) != 0
+    assert "--method hybrid has its own recall stage" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
+from llm_attrib.attributors.hybrid import HybridAttributor, HybridConfig
 from llm_attrib.attributors.influence import InfluenceAttributor, InfluenceConfig
 from llm_attrib.data import Columns, EncodingConfig, load_records, table_records
 from llm_attrib.distributed import is_main_process, local_device, main_process_first
@@ -58,14 +59,34 @@ def add_prefilter_options(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(configs=(*(parser.get_default("configs") or ()), PrefilterConfig))
 
 
+METHODS = ("influence", "hybrid")
+"""``--method``: influence scores of every record (or of ``--prefilter``'s candidates), or `HybridAttributor`."""
+
+
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """``--method {influence,hybrid}`` and the `HybridConfig` fields as flags (``--hybrid-fusion`` …)."""
+    group = parser.add_argument_group("hybrid (--method hybrid)")
+    group.add_argument("--method", default="influence", choices=METHODS,
+                       help="influence: influence scores (of --prefilter's candidates, if given); hybrid: BM25/TF-IDF "
+                            "recall per query, influence re-ranking on the answer tokens, fused rankings")
+    HybridConfig.add_arguments(group)
+    parser.set_defaults(configs=(*(parser.get_default("configs") or ()), HybridConfig))
+
+
 def make_prefilter(args: argparse.Namespace, train: list[dict[str, Any]]) -> Prefilter | None:
-    """The prefilter asked for, fitted on ``train`` (or loaded from the ``--factors`` folder, saved there)."""
-    if args.prefilter is None:
+    """The prefilter asked for (``--prefilter``, or the recall stage of ``--method hybrid``: a `HybridAttributor`),
+    fitted on ``train`` (its index loaded from the ``--factors`` folder, saved there)."""
+    hybrid = getattr(args, "method", "influence") == "hybrid"
+    if hybrid and args.prefilter is not None:
+        raise UserInputError("--prefilter narrows --method influence; --method hybrid has its own recall stage "
+                             "(--hybrid-index, --hybrid-candidates)")
+    if args.prefilter is None and not hybrid:
         return None
-    path = f"{args.factors}/prefilter-{args.prefilter}.safetensors" if args.factors else None
+    config = HybridConfig.from_arguments(args) if hybrid else PrefilterConfig.from_arguments(args, index=args.prefilter)
+    path = f"{args.factors}/prefilter-{config.index}.safetensors" if args.factors else None
     with main_process_first():  # rank 0 fits and saves the index, the other ranks load it
-        config = PrefilterConfig.from_arguments(args, index=args.prefilter)
-        return Prefilter(config=config, columns=columns_from(args)).fit_or_load(path, train)
+        return (HybridAttributor if hybrid else Prefilter)(config=config, columns=columns_from(args)).fit_or_load(
+            path, train)
 
 
 def columns_from(args: argparse.Namespace) -> Columns:

@@ -189,7 +189,8 @@ def trace(
     """Top-``top_k`` training records behind ``completion`` given ``prompt`` (fits the curvature if needed);
     ``options`` as in `trace_queries`.
 
-    With a fitted ``prefilter`` only its lexical candidates are scored (the others are never reported).
+    With a fitted ``prefilter`` only its lexical candidates are scored (the others are never reported); a
+    `HybridAttributor` as ``prefilter`` reports its fused ranks, with its gradient stage's token parts.
     """
     return trace_queries(attributor, train, [(prompt, completion)], **options)[1][0]
 
@@ -229,6 +230,7 @@ def add_parser(subparsers: Any) -> None:
     options.add_model_and_data_options(parser)
     options.add_attributor_options(parser)
     options.add_prefilter_options(parser)
+    options.add_method_options(parser)
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--completion", default=None, help="default: the model's own greedy continuation")
     parser.add_argument("--top-k", type=at_least_one, default=5, help="records listed (at least 1)")
