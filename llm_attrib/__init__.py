@@ -41,6 +41,8 @@ PUBLIC: dict[str, str] = {
     "BM25Attributor": "llm_attrib.attributors.text",
     "BM25Config": "llm_attrib.attributors.text",
     "Checkpoints": "llm_attrib.attributors.checkpoints",
+    "TrainerRun": "llm_attrib.attributors.trainer_run",
+    "AttributionCallback": "llm_attrib.attributors.trainer_run",
     "ATTRIBUTORS": "llm_attrib.attributors",
     "load_attributor": "llm_attrib.attributors",
     "Prefilter": "llm_attrib.prefilter",

@@ -10,6 +10,13 @@ Each checkpoint's term is the influence attributor with identity curvature (grad
 streaming, sharding over processes, per-module and per-token parts and resumable chunks come from there.
 ``normalize="cosine"`` sums ``η_k`` × the cosine of the two gradients at each checkpoint. With a single checkpoint
 the score is ``η`` × grad-dot.
+
+With ``optimizer="adam"`` the training-side feature is Adam's: ``Γ(z; θ_k) = ∇log p(z; θ_k) / (√v̂_k + ε)``, with
+``v̂_k`` the bias-corrected second moment saved with checkpoint ``k`` (`llm_attrib.curvature.adam` says why this
+form), so ``score[q, z] = Σ_k η_k ∇f(q; θ_k)ᵀ Γ(z; θ_k)``: the first-order change of ``f(q)`` from ``z``'s steps under
+Adam. The checkpoints must then carry their optimizer state: `TracInAttributor.from_trainer_output` reads a Hugging
+Face ``Trainer`` run (`llm_attrib.attributors.trainer_run.TrainerRun`: checkpoints, the logged learning rates and
+``optimizer.pt``).
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from llm_attrib.errors import UserInputError
 from llm_attrib.scores import Scores
 
 NORMALIZATIONS = (None, "cosine")
+OPTIMIZERS = ("sgd", "adam")
+"""How a step turns a training gradient into a weight change: plainly (SGD), or by Adam's saved step sizes."""
 
 
 def _learning_rates_check(value: tuple) -> str | None:
@@ -46,6 +55,9 @@ class TracInConfig(Config):
                                    check=_learning_rates_check, flag=False)
     normalize: str | None = option(None, "none (gradient inner products) or cosine (cosine of the gradients at "
                                          "each checkpoint)", choices=NORMALIZATIONS)
+    optimizer: str = option("sgd", "training-side feature: the gradient (sgd) or Adam's step direction from each "
+                                   "checkpoint's saved moments, gradient / (sqrt(v_hat) + eps) (adam)",
+                            choices=OPTIMIZERS)
     batch_size: int = option(8, "examples per forward/backward pass", check=at_least(1))
     dtype: str | None = option(None, "dtype of the gradient contractions (none = float32, float64 for a float64 "
                                      "model)", choices=(None, *DTYPES), flag=False)
@@ -55,8 +67,9 @@ class TracInAttributor(Attributor):
     """TracIn-CP scores; see the module docstring for sign and units.
 
     Args:
-        checkpoints: one adapter per checkpoint, all tracking the same layers: a list of adapters or a
-            `llm_attrib.attributors.checkpoints.Checkpoints` (models or folders, loaded one at a time).
+        checkpoints: one adapter per checkpoint, all tracking the same layers: a list of adapters, a
+            `llm_attrib.attributors.checkpoints.Checkpoints` (models or folders, loaded one at a time), or a
+            `llm_attrib.attributors.trainer_run.TrainerRun` (needed by ``optimizer="adam"``: it has the moments).
         learning_rates: ``η_k`` per checkpoint (shorthand for ``config.learning_rates``).
         config: a `TracInConfig`; keyword ``options`` are its fields and override it.
         progress: show progress.
@@ -76,14 +89,29 @@ class TracInAttributor(Attributor):
         if len(self.config.learning_rates) != len(checkpoints):
             raise UserInputError(f"{len(self.config.learning_rates)} learning rates for {len(checkpoints)} "
                                  "checkpoints; give one per checkpoint")
+        if self.config.optimizer == "adam" and not callable(getattr(checkpoints, "preconditioner", None)):
+            raise UserInputError("optimizer='adam' reads each checkpoint's Adam moments: give a TrainerRun (or use "
+                                 "TracInAttributor.from_trainer_output), not bare models")
         self.checkpoints = checkpoints
         self.learning_rates = [float(lr) for lr in self.config.learning_rates]
         self.progress = progress
         self.n_train: int | None = None
 
+    @classmethod
+    def from_trainer_output(cls, output_dir: str | Path, tokenizer: Any = None, *, optimizer: str = "adam",
+                            base_model: Any = None, device: Any = None, adapter_options: dict[str, Any] | None = None,
+                            **options: Any) -> "TracInAttributor":
+        """TracIn over the checkpoints of a Hugging Face ``Trainer`` run (full or peft), weighted by the learning rates
+        it logged (`TrainerRun.learning_rate_weights`), Adam-aware by default."""
+        from llm_attrib.attributors.trainer_run import TrainerRun
+
+        run = TrainerRun(output_dir, tokenizer, base_model=base_model, device=device, **(adapter_options or {}))
+        return cls(run, run.learning_rate_weights(), optimizer=optimizer, **options)
+
     @property
     def name(self) -> str:
-        return "tracin" + (f"-{self.config.normalize}" if self.config.normalize else "")
+        return ("tracin" + ("-adam" if self.config.optimizer == "adam" else "")
+                + (f"-{self.config.normalize}" if self.config.normalize else ""))
 
     @property
     def is_fitted(self) -> bool:
@@ -100,7 +128,9 @@ class TracInAttributor(Attributor):
 
     @property
     def units(self) -> str:
-        what = "cosines" if self.config.normalize == "cosine" else "gradient inner products"
+        what = "cosines" if self.config.normalize == "cosine" else (
+            "inner products of query gradients and Adam steps" if self.config.optimizer == "adam"
+            else "gradient inner products")
         return f"learning-rate-weighted {what}, summed over checkpoints (positive = raises the query's log-probability)"
 
     def fit(self, train: Sequence[Any]) -> "TracInAttributor":
@@ -110,10 +140,13 @@ class TracInAttributor(Attributor):
         self.n_train = len(train)
         return self
 
-    def _per_checkpoint(self, adapter: Adapter) -> InfluenceAttributor:
+    def _per_checkpoint(self, k: int) -> InfluenceAttributor:
+        """Checkpoint ``k``'s term: grad-dot, or (adam) query gradients against Adam steps."""
         self._check_fitted()
-        identity = IdentityCurvature().load_state({}, {"n_train": self.n_train})
-        return InfluenceAttributor(adapter, identity, normalize=self.config.normalize,
+        adapter = self.checkpoints[k]
+        curvature = (self.checkpoints.preconditioner(k, adapter) if self.config.optimizer == "adam"
+                     else IdentityCurvature().load_state({}, {"n_train": self.n_train}))
+        return InfluenceAttributor(adapter, curvature, normalize=self.config.normalize,
                                    batch_size=self.config.batch_size, dtype=self.config.dtype, progress=self.progress)
 
     def score(self, queries: Sequence[Any], train: Iterable[Any], *, per_module: bool = False,
@@ -129,14 +162,15 @@ class TracInAttributor(Attributor):
         parts = []
         for k in range(len(self.checkpoints)):
             folder = None if output_dir is None else Path(output_dir) / f"checkpoint-{k:03d}"
-            parts.append(self._per_checkpoint(self.checkpoints[k]).score(
+            parts.append(self._per_checkpoint(k).score(
                 queries, train, per_module=per_module, per_token=per_token, output_dir=folder))
         return weighted_sum(parts, self.learning_rates, method=self.name, units=self.units,
                             metadata={"learning_rates": self.learning_rates, "n_train": self.n_train})
 
     def self_influence(self, train: Sequence[Any]) -> torch.Tensor:
-        """``[n_train]``: ``Σ_k η_k ‖∇log p(z; θ_k)‖²`` (never normalised) — large for atypical or mislabelled records."""
-        return sum(lr * self._per_checkpoint(self.checkpoints[k]).self_influence(train)
+        """``[n_train]``: ``Σ_k η_k ∇log p(z; θ_k)ᵀ Γ(z; θ_k)`` (``Γ`` = the gradient, or Adam's step; never
+        normalised) — large for atypical or mislabelled records."""
+        return sum(lr * self._per_checkpoint(k).self_influence(train)
                    for k, lr in enumerate(self.learning_rates))
 
 
