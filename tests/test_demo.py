@@ -127,7 +127,7 @@ def test_training_is_bitwise_reproducible_and_lowers_the_loss(corpus, tokenizer)
     kwargs = dict(epochs=2, lr=3e-3, batch_size=8)
     before = log_likelihoods(gpt2(tokenizer), tokenizer, records).sum()
     seen = []
-    hook = lambda epoch, model, step_size: seen.append((epoch, model.training, step_size))
+    hook = lambda epoch, model, step_size, optimizer: seen.append((epoch, model.training, step_size))
     first = train_causal_lm(gpt2(tokenizer), tokenizer, records, seed=1, on_epoch_end=hook, **kwargs)
     second = train_causal_lm(gpt2(tokenizer), tokenizer, records, seed=1, **kwargs)
     assert seen == [(1, True, pytest.approx(3e-3 * 4)), (2, True, pytest.approx(3e-3 * 4))]  # 32 records / 8

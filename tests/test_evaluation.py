@@ -360,11 +360,13 @@ def test_ground_truth_caches_are_named_by_their_sizes(tmp_path):
 
 
 def test_training_runs_give_checkpoints_of_the_model_and_other_seeds(tmp_path, monkeypatch):
+    from llm_attrib.curvature.adam import optimizer_moments
     from llm_attrib.retraining.runs import TrainingRuns
     from llm_attrib.store import model_fingerprint
 
     torch.set_num_threads(1)
     benchmark = _tiny_benchmark()
+    finals: list = []
     rng = torch.get_rng_state()
     checkpoints, learning_rates = benchmark.runs.checkpoints()
     assert torch.equal(torch.get_rng_state(), rng)  # training a run leaves the global RNG as it was
@@ -383,6 +385,19 @@ def test_training_runs_give_checkpoints_of_the_model_and_other_seeds(tmp_path, m
                               cache_dir=tmp_path).run(0)
     assert loaded.epochs == saved.epochs and loaded.learning_rates == saved.learning_rates
     assert [model_fingerprint(m) for m in loaded.checkpoints] == [model_fingerprint(m) for m in saved.checkpoints]
+    # the AdamW moments at each checkpoint are cached beside the run, and equal the optimizer's state in training
+    assert len(loaded.moments) == 2 and loaded.moments[1].keys() == saved.moments[1].keys()
+    assert all(torch.equal(loaded.moments[k][n].exp_avg_sq, saved.moments[k][n].exp_avg_sq)
+               and loaded.moments[k][n].step == saved.moments[k][n].step == 3.0 * (k + 1) for k in range(2)
+               for n in saved.moments[k])
+    final = benchmark.retrainer(benchmark.train_records, 0,
+                                on_epoch_end=lambda e, m, eta, opt: finals.append(optimizer_moments(m, opt)))
+    assert all(torch.equal(finals[-1][n].exp_avg_sq, saved.moments[-1][n].exp_avg_sq) for n in finals[-1])
+    (tmp_path / "seed0-adam.safetensors").unlink()  # a run cached before moments were kept: retrained for them
+    older = TrainingRuns(benchmark.retrainer, benchmark.train_records, 0, benchmark.model, cache_dir=tmp_path)
+    assert older.run(0).moments is None
+    assert all(torch.equal(older.adam_moments()[1][n].exp_avg_sq, saved.moments[1][n].exp_avg_sq)
+               for n in saved.moments[1]) and older.seconds > 0
     with pytest.raises(CacheMismatchError, match="data"):
         TrainingRuns(benchmark.retrainer, benchmark.train_records[:-1], 0, benchmark.model, cache_dir=tmp_path).run(0)
     with pytest.raises(CacheMismatchError, match="reproduce"):
@@ -402,5 +417,7 @@ def test_tracin_and_trak_ensemble_get_the_benchmark_training_runs():
     ensemble = run_method(ATTRIBUTORS["trak-ensemble"], benchmark)
     assert ensemble.scores.metadata["n_models"] == 4 and ensemble.training_seconds > 0
     assert run_method(ATTRIBUTORS["tracin"], benchmark).training_seconds == 0  # runs are kept
+    adam = run_method(ATTRIBUTORS["tracin-adam"], benchmark)
+    assert adam.attributor.name == "tracin-adam" and torch.isfinite(adam.scores.values).all()
     with pytest.raises(UserInputError, match="training history"):
         ATTRIBUTORS["tracin"](benchmark.model, benchmark.tokenizer)

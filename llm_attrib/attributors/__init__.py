@@ -106,15 +106,20 @@ def trak_factory(projection_dim: int = 32, n_models: int = 1) -> AttributorFacto
     return factory
 
 
-def tracin_factory() -> AttributorFactory:
+def tracin_factory(optimizer: str = "sgd") -> AttributorFactory:
     """Factory of a `TracInAttributor` on the default layers (MLP; LoRA on peft) over ``training.checkpoints()``
-    (the last is the final model), each weighted by its learning rate × steps. On the final model alone TracIn is grad-dot times a learning rate."""
+    (the last is the final model), each weighted by its learning rate × steps. On the final model alone TracIn is
+    grad-dot times a learning rate. ``optimizer="adam"``: training-side Adam steps from ``training.adam_moments()``."""
 
     def factory(model: Any, tokenizer: Any, training: TrainingHistory | None = None) -> Any:
-        from llm_attrib.attributors.checkpoints import Checkpoints
+        from llm_attrib.attributors.checkpoints import AdamCheckpoints, Checkpoints
         from llm_attrib.attributors.tracin import TracInAttributor
 
-        checkpoints, learning_rates = _history(training, "TracIn").checkpoints()
+        history = _history(training, "TracIn")
+        checkpoints, learning_rates = history.checkpoints()
+        if optimizer == "adam":
+            return TracInAttributor(AdamCheckpoints(checkpoints, tokenizer, history.adam_moments()), learning_rates,
+                                    optimizer="adam")
         return TracInAttributor(Checkpoints(checkpoints, tokenizer), learning_rates)
 
     return factory
@@ -197,6 +202,7 @@ ATTRIBUTORS: dict[str, AttributorFactory] = {
     "trak": trak_factory(),
     "trak-ensemble": trak_factory(n_models=TRAK_ENSEMBLE),
     "tracin": tracin_factory(),
+    "tracin-adam": tracin_factory("adam"),
     "airrep": airrep_factory(),
     "prefilter-ekfac": narrowed_factory("prefilter"),
     "hybrid": narrowed_factory("hybrid"),

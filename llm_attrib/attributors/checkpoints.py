@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
+from llm_attrib.curvature.adam import AdamMoment, AdamPreconditioner
 from llm_attrib.errors import UserInputError
 
 Checkpoint = Union[nn.Module, str, os.PathLike]
@@ -31,6 +32,9 @@ class TrainingHistory(Protocol):
 
     def models(self, n: int) -> Sequence[Checkpoint]:
         """The final model and ``n - 1`` others trained on the same data from other seeds."""
+
+    def adam_moments(self) -> Sequence[dict[str, AdamMoment]]:
+        """The optimizer's Adam moments at each of `checkpoints` (by parameter name), for Adam-aware TracIn."""
 
 
 class Checkpoints(Sequence):
@@ -63,3 +67,26 @@ class Checkpoints(Sequence):
             if self.device is not None:
                 model = model.to(self.device)
         return CausalLMAdapter(model, self.tokenizer, **self.adapter_options)
+
+
+class AdamCheckpoints(Checkpoints):
+    """`Checkpoints` with the Adam moments saved at each (``moments[k]`` by parameter name), so that TracIn can use
+    Adam's step sizes (`llm_attrib.curvature.adam`); a Hugging Face ``Trainer`` run is read by
+    `llm_attrib.attributors.trainer_run.TrainerRun` instead."""
+
+    def __init__(self, models: Sequence[Checkpoint], tokenizer: Any, moments: Sequence[dict[str, AdamMoment]], *,
+                 device: str | torch.device | None = None, **adapter_options: Any):
+        super().__init__(models, tokenizer, device=device, **adapter_options)
+        if len(moments) != len(self.models):
+            raise UserInputError(f"{len(moments)} optimizer states for {len(self.models)} checkpoints; give one each")
+        self.moments = list(moments)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return AdamCheckpoints(self.models[index], self.tokenizer, self.moments[index], device=self.device,
+                                   **self.adapter_options)
+        return super().__getitem__(index)
+
+    def preconditioner(self, index: int, adapter: CausalLMAdapter) -> AdamPreconditioner:
+        """Adam's step sizes at checkpoint ``index`` for ``adapter``'s tracked layers."""
+        return AdamPreconditioner.from_moments(adapter.model, adapter.layers, self.moments[index])

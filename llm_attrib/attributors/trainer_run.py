@@ -201,11 +201,7 @@ class TrainerRun(Sequence):
 
     def preconditioner(self, index: int, adapter: CausalLMAdapter) -> AdamPreconditioner:
         """Adam's step sizes at checkpoint ``index`` for ``adapter``'s tracked layers."""
-        names = {module: name for name, module in adapter.model.named_modules()}
-        parameter_names = {layer: [f"{names[layer.module]}.weight", f"{names[layer.module]}.bias"]
-                           for layer in adapter.layers}
-        return AdamPreconditioner.from_moments(adapter.layers, self.adam_moments(index, adapter.model),
-                                               parameter_names)
+        return AdamPreconditioner.from_moments(adapter.model, adapter.layers, self.adam_moments(index, adapter.model))
 
 
 def _interpolate(known: list[tuple[int, float]], step: int) -> float:

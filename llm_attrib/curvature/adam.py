@@ -39,6 +39,27 @@ class AdamMoment:
         return corrected.sqrt() + self.eps
 
 
+def layer_parameter_names(model: torch.nn.Module, layers: Sequence[TrackedLayer]) -> dict[TrackedLayer, list[str]]:
+    """Each tracked layer's ``[weight, bias]`` parameter names in ``model.named_parameters()`` (the names an
+    optimizer state is read by)."""
+    names = {module: name for name, module in model.named_modules()}
+    return {layer: [f"{names[layer.module]}.weight", f"{names[layer.module]}.bias"] for layer in layers}
+
+
+def optimizer_moments(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, AdamMoment]:
+    """A live Adam/AdamW ``optimizer``'s moments of ``model``'s parameters by name (copies; parameters not stepped
+    yet are left out)."""
+    by_parameter = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+    moments = {}
+    for name, parameter in model.named_parameters():
+        state = optimizer.state.get(parameter)
+        if state and "exp_avg_sq" in state:
+            group = by_parameter[id(parameter)]
+            moments[name] = AdamMoment(state["exp_avg_sq"].detach().clone(), float(state["step"]),
+                                       float(group["betas"][1]), float(group["eps"]))
+    return moments
+
+
 class AdamPreconditioner(Curvature):
     """``G / (√v̂ + ε)`` per layer (``[O, I]``, bias column included); no damping and no ``1/N``."""
 
@@ -54,14 +75,12 @@ class AdamPreconditioner(Curvature):
         self.n_train = None
 
     @classmethod
-    def from_moments(cls, layers: Sequence[TrackedLayer], moments: Mapping[str, AdamMoment],
-                     parameter_names: Mapping[TrackedLayer, Sequence[str]] | None = None) -> "AdamPreconditioner":
-        """The preconditioner of ``layers`` from ``moments`` keyed by parameter name (``"<layer>.weight"``,
-        ``"<layer>.bias"``, or the names ``parameter_names`` gives per layer, weight first). A Conv1D weight
-        (stored ``[I, O]``) is transposed to the layer's ``[O, I]``."""
+    def from_moments(cls, model: torch.nn.Module, layers: Sequence[TrackedLayer],
+                     moments: Mapping[str, AdamMoment]) -> "AdamPreconditioner":
+        """The preconditioner of ``model``'s tracked ``layers`` from ``moments`` keyed by parameter name
+        (`layer_parameter_names`). A Conv1D weight (stored ``[I, O]``) is transposed to the layer's ``[O, I]``."""
         preconditioner = cls()
-        for layer in layers:
-            names = list(parameter_names[layer]) if parameter_names else [f"{layer.name}.weight", f"{layer.name}.bias"]
+        for layer, names in layer_parameter_names(model, layers).items():
             missing = [name for name in names[: 1 + layer.has_bias] if name not in moments]
             if missing:
                 raise UserInputError(f"the optimizer state has no Adam moments for {missing[0]}: was that parameter "

@@ -17,10 +17,10 @@ import torch
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
 from llm_attrib.data import IGNORE_INDEX, Batch, Columns, Encoded, batched, collate
 
-EpochHook = Callable[[int, torch.nn.Module, float], None]
-"""``hook(epochs done, model, η)`` after each epoch of `train_causal_lm`, with ``η`` = the epoch's learning rate ×
-its optimizer steps (the weight TracIn gives a checkpoint that stands for the epoch). The model is in train mode
-and training goes on with it: copy it, never modify it."""
+EpochHook = Callable[[int, torch.nn.Module, float, torch.optim.Optimizer], None]
+"""``hook(epochs done, model, η, optimizer)`` after each epoch of `train_causal_lm`, with ``η`` = the epoch's learning
+rate × its optimizer steps (the weight TracIn gives a checkpoint that stands for the epoch) and the AdamW optimizer
+(its moments: Adam-aware TracIn). The model is in train mode and training goes on with both: copy, never modify."""
 
 
 def forward(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -121,7 +121,7 @@ def _optimise(
             print(f"epoch {epoch + 1}/{epochs}: mean token NLL {total / max(tokens, 1):.4f}", file=sys.stderr,
                   flush=True)
         if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, model, optimizer.param_groups[0]["lr"] * steps)
+            on_epoch_end(epoch + 1, model, optimizer.param_groups[0]["lr"] * steps, optimizer)
 
 
 @torch.no_grad()

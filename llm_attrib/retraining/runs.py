@@ -7,7 +7,9 @@ benchmark's own seed ends at the benchmark's model; this is checked by fingerpri
 its own cache), because TracIn's checkpoints must belong to the model being explained.
 
 Runs are trained on first use and kept in memory; with ``cache_dir`` also on disk, one safetensors file per seed
-whose metadata (retrainer settings, data fingerprint, seed, checkpoint epochs) must match (`CacheMismatchError`).
+whose metadata (retrainer settings, data fingerprint, seed, checkpoint epochs) must match (`CacheMismatchError`),
+and beside it the AdamW second moments at each checkpoint (``seed<s>-adam.safetensors``; a run cached before they
+were kept is retrained, bitwise the same, when they are first asked for: `TrainingRuns.adam_moments`).
 Training and loading run under a forked global RNG, so asking for runs changes nothing another method sees.
 `TrainingRuns.retrain` trains on any subset of the records the same way (AirRep's subset models), timed and forked
 alike.
@@ -23,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from llm_attrib.curvature.adam import AdamMoment, optimizer_moments
 from llm_attrib.errors import CacheMismatchError
 from llm_attrib.retraining.retrain import DemoRetrainer
 from llm_attrib.store import data_fingerprint, load_tensors, model_fingerprint, save_tensors
@@ -43,6 +46,8 @@ class TrainedRun:
     epochs: list[int] = field(default_factory=list)
     checkpoints: list[torch.nn.Module] = field(default_factory=list)
     learning_rates: list[float] = field(default_factory=list)
+    moments: list[dict[str, AdamMoment]] | None = None
+    """The optimizer's Adam moments at each checkpoint (None: loaded from a cache that did not keep them)."""
 
     @property
     def model(self) -> torch.nn.Module:
@@ -70,6 +75,17 @@ class TrainingRuns:
         """The model's own run: models after `checkpoint_epochs` (the last = the model) and their ``η_k``."""
         run = self.run(self.seed)
         return run.checkpoints, run.learning_rates
+
+    def adam_moments(self) -> list[dict[str, AdamMoment]]:
+        """The AdamW moments at each of `checkpoints` (by parameter name), for Adam-aware TracIn."""
+        run = self.run(self.seed)
+        if run.moments is None:
+            path = None if self.cache_dir is None else self.cache_dir / f"seed{self.seed}.safetensors"
+            start = time.perf_counter()
+            with torch.random.fork_rng(devices=[]):
+                run.moments = self._train(self.seed, path).moments  # the same run, bitwise: keeps its moments now
+            self.seconds += time.perf_counter() - start
+        return run.moments
 
     def models(self, n: int) -> list[torch.nn.Module]:
         """The model and ``n - 1`` others trained on the same records from seeds ``seed + 1, …, seed + n - 1``."""
@@ -110,10 +126,10 @@ class TrainingRuns:
                 "epochs": checkpoint_epochs(self.retrainer.epochs)}
 
     def _train(self, seed: int, path: Path | None) -> TrainedRun:
-        epochs, run = checkpoint_epochs(self.retrainer.epochs), TrainedRun()
+        epochs, run = checkpoint_epochs(self.retrainer.epochs), TrainedRun(moments=[])
         pending = 0.0
 
-        def keep(epoch: int, model: torch.nn.Module, step_size: float) -> None:
+        def keep(epoch: int, model: torch.nn.Module, step_size: float, optimizer: torch.optim.Optimizer) -> None:
             nonlocal pending
             pending += step_size
             if epoch in epochs:
@@ -122,6 +138,7 @@ class TrainingRuns:
                 run.epochs.append(epoch)
                 run.checkpoints.append(snapshot)
                 run.learning_rates.append(pending)
+                run.moments.append(optimizer_moments(model, optimizer))
                 pending = 0.0
 
         self.retrainer(self.records, seed, on_epoch_end=keep)
@@ -130,11 +147,23 @@ class TrainingRuns:
                        for name, tensor in model.state_dict().items()}
             save_tensors(path, tensors, {**self._metadata(seed), "learning_rates": run.learning_rates,
                                          "model_fingerprint": model_fingerprint(run.model)})
+            save_tensors(_moments_path(path), {f"{k}/{name}": m.exp_avg_sq for k, moments in enumerate(run.moments)
+                                               for name, m in moments.items()},
+                         {**self._metadata(seed), "model_fingerprint": model_fingerprint(run.model),
+                          "optimizer": {f"{k}/{name}": [m.step, m.beta2, m.eps] for k, moments in enumerate(run.moments)
+                                        for name, m in moments.items()}})
         return run
 
     def _load(self, seed: int, path: Path) -> TrainedRun:
         tensors, metadata = load_tensors(path, expect=self._metadata(seed))
         run = TrainedRun(list(metadata["epochs"]), [], list(metadata["learning_rates"]))
+        if _moments_path(path).exists():
+            saved, about = load_tensors(_moments_path(path), expect={**self._metadata(seed),
+                                                                      "model_fingerprint": metadata["model_fingerprint"]})
+            run.moments = [{} for _ in run.epochs]
+            for key, tensor in saved.items():
+                k, name = key.split("/", 1)
+                run.moments[int(k)][name] = AdamMoment(tensor, *about["optimizer"][key])
         for k in range(len(run.epochs)):
             model = self.retrainer.build_model(seed)
             model.load_state_dict({name.split("/", 1)[1]: tensor for name, tensor in tensors.items()
@@ -143,3 +172,7 @@ class TrainingRuns:
         if model_fingerprint(run.model) != metadata["model_fingerprint"]:
             raise CacheMismatchError(f"{path}: the weights do not match their recorded fingerprint; delete the file")
         return run
+
+
+def _moments_path(path: Path) -> Path:
+    return path.with_name(path.stem + "-adam.safetensors")
