@@ -65,6 +65,44 @@ def test_data_oob_with_a_constant_learner_scores_label_agreement():
     assert np.all(result.counts > 0)
 
 
+class SeedRecorder(DummyClassifier):
+    """A constant classifier that records the ``random_state`` it was fitted with (class-level: clones share it)."""
+
+    seen: list = []
+
+    def __init__(self, strategy="most_frequent", random_state=None, constant=None):
+        super().__init__(strategy=strategy, random_state=random_state, constant=constant)
+
+    def fit(self, X, y, sample_weight=None):
+        SeedRecorder.seen.append(self.random_state)
+        return super().fit(X, y, sample_weight)
+
+
+def test_data_oob_seeds_each_bag_reproducibly_and_differently():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import ExtraTreeClassifier
+
+    from llm_attrib.valuation.data_oob import seeded_clone
+
+    X, y, *_ = noisy_blobs(60)
+    SeedRecorder.seen = []
+    DataOOB(SeedRecorder(random_state=7), n_estimators=12, random_state=0).fit(X, y)
+    first, SeedRecorder.seen = SeedRecorder.seen, []
+    DataOOB(SeedRecorder(random_state=7), n_estimators=12, random_state=0).fit(X, y)
+    assert first == SeedRecorder.seen and len(set(first)) == 12 and 7 not in first  # one seed per bag, reproducible
+    # a randomised tree: the same values from the same random_state, and bags that differ from one shared seed
+    tree = ExtraTreeClassifier(max_features=1, random_state=0)
+    a = DataOOB(tree, n_estimators=40, random_state=3).fit(X, y).values_
+    assert np.array_equal(a, DataOOB(tree, n_estimators=40, random_state=3).fit(X, y).values_)
+    bags = np.ones((2, len(y)), dtype=int)
+    bags[:, :20] = 0
+    same, _, _ = out_of_bag_values(tree, X, y, np.concatenate([bags, bags]), seeds=np.array([5, 5, 6, 6]))
+    per_bag = [out_of_bag_values(tree, X, y, bags[:1], seeds=np.array([s]))[0][:20] for s in (5, 6)]
+    np.testing.assert_array_equal(same[:20], (per_bag[0] + per_bag[1]) / 2)  # bag b used seeds[b]
+    assert seeded_clone(make_pipeline(StandardScaler(), tree), 11).get_params()["extratreeclassifier__random_state"] == 11
+
+
 @pytest.mark.parametrize("method", [
     DataOOB(DecisionTreeClassifier(max_depth=3, random_state=0), n_estimators=100, random_state=0),
     DVRL(LogisticRegression(), n_iterations=150, random_state=0),
