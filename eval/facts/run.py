@@ -106,7 +106,10 @@ def tables(name: str, result: dict[str, Any]) -> str:
     """The benchmark's group table and its paired-difference table (Markdown)."""
     rows = result["methods"]
     groups = [g for g in QUERY_GROUPS if any(f"queries/{g}/mrr" in r for r in rows.values())]
-    header = ["method"] + [f"{g} {m}" for g in groups for m in ("MRR", f"R@{K}", f"alias R@{K}")] + ["s"]
+    columns = [(g, m) for g in groups for m in ("mrr", f"recall@{K}", f"alias_recall@{K}")
+               if any(f"queries/{g}/{m}" in r for r in rows.values())]
+    label = {"mrr": "MRR", f"recall@{K}": f"R@{K}", f"alias_recall@{K}": f"alias-doc R@{K}"}
+    header = ["method"] + [f"{g} {label[m]}" for g, m in columns] + ["s"]
     lines = [f"**{name}** ({result['n_train']} documents, {result['n_query']} queries: "
              + ", ".join(f"{result['n_per_group'][g]} {g}" for g in groups)
              + f"; greedy accuracy {result['greedy_accuracy']:.2f})", "",
@@ -115,7 +118,7 @@ def tables(name: str, result: dict[str, Any]) -> str:
         if "error" in row:
             lines.append(f"| {method} | error: {row['error'][:80]} |")
             continue
-        cells = [_cell(row.get(f"queries/{g}/{m}")) for g in groups for m in ("mrr", f"recall@{K}", f"alias_recall@{K}")]
+        cells = [_cell(row.get(f"queries/{g}/{m}")) for g, m in columns]
         lines.append("| " + " | ".join([method, *cells, f"{row['seconds']:.1f}"]) + " |")
     header = ["method"] + [f"{g} Δ{m} vs {b}" for g in groups for b in LEXICAL for m in ("MRR", f"R@{K}")]
     lines += ["", f"Paired differences on **{name}** (per query, mean ± s.e.):", "",
@@ -160,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
         chosen_options = results["selection"]["chosen_options"]
         other = "zscore" if chosen_options["fusion"] == "rrf" else "rrf"
         methods = {name: ATTRIBUTORS[name] for name in METHODS} | {
-            f"hybrid-{other}": hybrid_factory(**{**chosen_options, "fusion": other})}
+            f"hybrid-{other}": hybrid_factory(**{**chosen_options, "fusion": other}),
+            "hybrid K=100": hybrid_factory(**{**chosen_options, "candidates": 100})}
         for name, build in (("facts", lambda: facts_benchmark(CACHE / "demo")),
                             ("facts-hard", lambda: facts_hard_benchmark(seed=REPORT_SEED))):
             _log(f"report benchmark: {name}")
