@@ -128,3 +128,21 @@ def test_ensemble_weights_must_match_the_checkpoints(gpt2, tokenizer):
         InfluenceEnsemble([adapter, adapter], [1.0])
     with pytest.raises(ConfigError, match="positive sum"):
         InfluenceEnsemble([adapter], [0.0])
+
+
+def test_a_shared_curvature_is_the_last_checkpoints_applied_at_every_checkpoint(gpt2, tokenizer, train_records,
+                                                                                 query_records):
+    later = copy.deepcopy(gpt2)
+    with torch.no_grad():
+        for parameter in later.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    adapters = [CausalLMAdapter(gpt2, tokenizer), CausalLMAdapter(later, tokenizer)]
+    ensemble = InfluenceEnsemble(adapters, [1.0, 1.0], shared_curvature=True, damping=1e-3,
+                                 batch_size=3).fit(train_records)
+    last = InfluenceAttributor(adapters[1], "ekfac", damping=1e-3, batch_size=3).fit(train_records)
+    first = InfluenceAttributor(adapters[0], make_curvature("ekfac", damping=1e-3).load_state(
+        dict(last.curvature.state), last.curvature.metadata()), batch_size=3)
+    expected = (first.score(query_records, train_records).values + last.score(query_records, train_records).values) / 2
+    torch.testing.assert_close(ensemble.score(query_records, train_records).values, expected, rtol=1e-12, atol=0)
+    with pytest.raises(ConfigError, match="refine_steps=0"):
+        InfluenceEnsemble(adapters, shared_curvature=True, refine_steps=2)

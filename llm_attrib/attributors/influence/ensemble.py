@@ -3,7 +3,8 @@
 ``score[q, z] = Σ_k w_k · (1/S) Σ_s ∇f(q; θ_k)ᵀ (N·(F̄_{k,s} + λI))⁻¹ ∇log p(z; θ_k)`` with ``w_k = η_k / Σ_j η_j``
 (``η_k``: the learning rate × steps checkpoint ``θ_k`` stands for; equal weights if none are given) and
 ``F̄_{k,s}`` the curvature fitted at ``θ_k`` with seed ``seed + s`` (other sampled Fisher targets, and another fit
-sample when ``max_examples`` is set). Each term is a plain `InfluenceAttributor` with the ensemble's options, so a
+sample when ``max_examples`` is set), or with ``shared_curvature`` the last checkpoint's ``F̄_{K,s}`` at every
+checkpoint (SOURCE's stationary-curvature simplification: one fit, ``K`` scorings). Each term is a plain `InfluenceAttributor` with the ensemble's options, so a
 weighted average of scores keeps their sign and units: **positive = the training example raises the query's
 log-probability**. One checkpoint with one Fisher sample is plain influence; the cost is ``K·S`` fits and scorings.
 """
@@ -40,6 +41,16 @@ class EnsembleConfig(InfluenceConfig):
                                 "to 1; empty = equal weights", check=_weights_check, flag=False)
     fisher_samples: int = option(1, "independent curvature fits per checkpoint (seeds seed, seed+1, ...), their "
                                     "scores averaged", check=at_least(1))
+    shared_curvature: bool = option(False, "fit the curvature on the last checkpoint only and apply it at every "
+                                           "checkpoint's gradients (one fit instead of one per checkpoint)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.shared_curvature and self.layer_partitions > 1:
+            raise ConfigError("shared_curvature", "shares factors held in memory: use layer_partitions=1")
+        if self.shared_curvature and self.refine_steps:
+            raise ConfigError("shared_curvature", "cannot refine: the exact Fisher belongs to each checkpoint's own "
+                                                  "model; set refine_steps=0")
 
     def member(self, sample: int) -> InfluenceConfig:
         """The `InfluenceConfig` of Fisher sample ``sample`` (seed ``seed + sample``)."""
@@ -112,9 +123,16 @@ class InfluenceEnsemble(Attributor):
             member._load_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, meta)
 
     def fit(self, train: Sequence[Any]) -> "InfluenceEnsemble":
-        """Fit every member's curvature on ``train`` (each on its own seeded sample)."""
-        for member in self.members:
+        """Fit every member's curvature on ``train`` (each on its own seeded sample); with ``shared_curvature`` only
+        the last checkpoint's members are fitted and each earlier member gets its Fisher sample's factors."""
+        samples = self.config.fisher_samples
+        last = self.members[-samples:]
+        for member in last if self.config.shared_curvature else self.members:
             member.fit(train)
+        if self.config.shared_curvature:
+            for m, member in enumerate(self.members[:-samples]):
+                source = last[m % samples]
+                member.curvature.load_state(dict(source.curvature.state), source.curvature.metadata())
         return self
 
     def score(self, queries: Sequence[Any], train: Iterable[Any], *, per_module: bool = False,
