@@ -125,14 +125,18 @@ def tracin_factory(optimizer: str = "sgd") -> AttributorFactory:
     return factory
 
 
-def narrowed_factory(kind: str, curvature: str = "ekfac") -> AttributorFactory:
+def narrowed_factory(kind: str, curvature: str = "ekfac", normalize: str | None = None) -> AttributorFactory:
     """Factory of a default `Prefilter` (``kind="prefilter"``) or `HybridAttributor` (``kind="hybrid"``) around an
-    `InfluenceAttributor` of ``curvature`` on the default layers."""
+    `InfluenceAttributor` of ``curvature`` (and ``normalize``) on the default layers."""
 
     def factory(model: Any, tokenizer: Any, training: TrainingHistory | None = None) -> Any:
-        return load_class(kind)(influence_factory(curvature)(model, tokenizer))
+        return load_class(kind)(influence_factory(curvature, normalize)(model, tokenizer))
 
     return factory
+
+
+HYBRID_NORMALIZE: str | None = None
+"""`InfluenceConfig.normalize` of the ``hybrid`` method's gradient stage (chosen by eval/facts' selection rule)."""
 
 
 def load_class(kind: str) -> type:
@@ -205,7 +209,7 @@ ATTRIBUTORS: dict[str, AttributorFactory] = {
     "tracin-adam": tracin_factory("adam"),
     "airrep": airrep_factory(),
     "prefilter-ekfac": narrowed_factory("prefilter"),
-    "hybrid": narrowed_factory("hybrid"),
+    "hybrid": narrowed_factory("hybrid", normalize=HYBRID_NORMALIZE),
     "influence-ekfac-cg4": refined_influence_factory(4),
     "influence-ekfac-source3": source_factory(3),
 }
