@@ -153,3 +153,15 @@ def test_a_singular_kernel_is_refused():
         kernel_features(torch.zeros(3, 5), 0.0)
     with pytest.raises(CurvatureError, match="NaN"):
         kernel_features(torch.full((3, 5), float("nan")), "heuristic")
+
+
+@pytest.mark.parametrize("n, k", [(3, 8), (8, 3)])
+def test_heuristic_damping_is_relative_to_the_kernels_nonzero_spectrum(n, k):
+    """0.1 × the mean of F̄ = ΦᵀΦ/N's min(N, k) possibly non-zero eigenvalues, whichever Gram matrix is solved."""
+    phi = torch.randn(n, k, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eigenvalues = torch.linalg.eigvalsh(phi.T @ phi / n)
+    expected = 0.1 * float(eigenvalues.sum()) / min(n, k)
+    solved, damping = kernel_features(phi, "heuristic")
+    assert damping == pytest.approx(expected, rel=1e-12)
+    exact = phi @ torch.linalg.inv(phi.T @ phi + n * expected * torch.eye(k, dtype=torch.float64))
+    assert torch.allclose(solved, exact, rtol=1e-10, atol=1e-12)

@@ -92,15 +92,19 @@ def influence_factory(curvature: str, normalize: str | None = None, damping: flo
     return factory
 
 
-def trak_factory(projection_dim: int = 32, n_models: int = 1) -> AttributorFactory:
+def trak_factory(projection_dim: int = 32, n_models: int = 1, checkpoints: bool = False) -> AttributorFactory:
     """Factory of a `TrakAttributor` on the default layers (MLP; LoRA on peft) (default damping): of the one model
-    given, or (``n_models`` > 1) averaged over it and ``n_models - 1`` models from ``training.models``."""
+    given, or (``n_models`` > 1) averaged over it and ``n_models - 1`` models from ``training.models``, or
+    (``checkpoints``) over the checkpoints of its own run, ``training.checkpoints()`` (no extra training)."""
 
     def factory(model: Any, tokenizer: Any, training: TrainingHistory | None = None) -> Any:
         from llm_attrib.attributors.checkpoints import Checkpoints
         from llm_attrib.attributors.trak import TrakAttributor
 
-        models = [model] if n_models == 1 else _history(training, "a TRAK ensemble").models(n_models)
+        if checkpoints:
+            models = list(_history(training, "TRAK over checkpoints").checkpoints()[0])
+        else:
+            models = [model] if n_models == 1 else _history(training, "a TRAK ensemble").models(n_models)
         return TrakAttributor(Checkpoints(models, tokenizer), projection_dim=projection_dim)
 
     return factory
@@ -205,6 +209,7 @@ ATTRIBUTORS: dict[str, AttributorFactory] = {
        for kind in ("kfac", "ekfac") for label, value in DAMPINGS.items()},
     "trak": trak_factory(),
     "trak-ensemble": trak_factory(n_models=TRAK_ENSEMBLE),
+    "trak-checkpoints": trak_factory(checkpoints=True),
     "tracin": tracin_factory(),
     "tracin-adam": tracin_factory("adam"),
     "airrep": airrep_factory(),

@@ -8,8 +8,10 @@ keeps ``Φ (ΦᵀΦ + NλI)⁻¹`` (float64 solve); ``score`` then needs only th
     score[q, z] = mean_m  φ_m(q)ᵀ (Φ_mᵀΦ_m + NλI)⁻¹ φ_m(z),   f(q) = log Pr(completion | prompt).
 
 **Positive = the training example raises the query's log-probability.** ``λ`` damps the mean empirical Fisher
-``F̄ = ΦᵀΦ/N`` as in `InfluenceAttributor` (an absolute value, or "heuristic": 0.1 × the mean eigenvalue of ``F̄``
-over its ``k`` dimensions), so a score is in that attributor's units: the first-order predicted drop of ``f(q)`` if
+``F̄ = ΦᵀΦ/N`` as in `InfluenceAttributor` (an absolute value, or "heuristic": 0.1 × the mean of ``F̄``'s
+``min(N, k)`` eigenvalues that can be non-zero, i.e. relative to the kernel's spectrum: with more features than
+records, ``k − N`` eigenvalues are zero and a mean over all ``k`` would shrink the damping towards nothing as ``k``
+grows), so a score is in that attributor's units: the first-order predicted drop of ``f(q)`` if
 ``z`` were removed, with the empirical Fisher restricted to the projected subspace, averaged over the models.
 
 Variant, honestly stated: the original linearises a classifier's margin ``log(p/(1-p))`` and re-weights each
@@ -31,7 +33,7 @@ from llm_attrib.adapters.base import Adapter
 from llm_attrib.attributors.base import Attributor, make_config
 from llm_attrib.capture import LayerCapture
 from llm_attrib.curvature import resolve_damping
-from llm_attrib.curvature.base import DEFAULT_DAMPING, working_precision
+from llm_attrib.curvature.base import working_precision
 from llm_attrib.config import Config, at_least, damping_check, option
 from llm_attrib.data import batched, record_ids
 from llm_attrib.distributed import gather_columns, shard_batches
@@ -48,7 +50,8 @@ def kernel_features(features: torch.Tensor, damping: float | str) -> tuple[torch
     """``(Φ (ΦᵀΦ + NλI)⁻¹ [N, k] float64, λ)`` for ``features`` ``Φ [N, k]``.
 
     Solved (Cholesky, float64) with the smaller Gram matrix: ``ΦᵀΦ [k, k]``, or ``ΦΦᵀ [N, N]`` through
-    ``Φ (ΦᵀΦ + cI)⁻¹ = (ΦΦᵀ + cI)⁻¹ Φ``. ``λ`` is absolute or "heuristic" (0.1 × ``trace(ΦᵀΦ) / (N·k)``).
+    ``Φ (ΦᵀΦ + cI)⁻¹ = (ΦΦᵀ + cI)⁻¹ Φ``. ``λ`` is absolute or "heuristic" (0.1 × ``trace(ΦᵀΦ) / (N·min(N, k))``,
+    the mean of the kernel's possibly non-zero eigenvalues, divided by N).
     """
     phi = features.double()
     n, k = phi.shape
@@ -57,7 +60,7 @@ def kernel_features(features: torch.Tensor, damping: float | str) -> tuple[torch
                              "(try float32 instead of fp16/bf16, or check the data)")
     dual = n <= k
     gram = phi @ phi.T if dual else phi.T @ phi
-    damping_value = resolve_damping(damping, (torch.trace(gram) / (n * k)).reshape(1))
+    damping_value = resolve_damping(damping, (torch.trace(gram) / (n * min(n, k))).reshape(1))
     shifted = gram + n * damping_value * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
     factor, info = torch.linalg.cholesky_ex(shifted)
     if int(info) > 0:
@@ -90,8 +93,9 @@ class TrakConfig(Config):
     projection_dim: int | tuple = option(32, "projected size (k_o, k_i) per tracked layer, or one int for both; "
                                              "clamped to the layer's (O, I)", check=_projection_dim_check)
     projection: str = option("gaussian", "random projection matrices", choices=tuple(RANDOM_MATRICES))
-    damping: float | str = option(DEFAULT_DAMPING, "damping of the mean empirical Fisher in the projected space: "
-                                                   "absolute, or 'heuristic'", check=damping_check)
+    damping: float | str = option("heuristic", "damping of the mean empirical Fisher in the projected space: "
+                                               "absolute, or 'heuristic' (0.1 x the mean of its min(N, k) possibly "
+                                               "non-zero eigenvalues)", check=damping_check)
     batch_size: int = option(8, "examples per forward/backward pass", check=at_least(1))
     seed: int = option(0, "seeds the projections (the same for every model)")
 
