@@ -20,7 +20,7 @@ from llm_attrib.data import EncodingConfig, Encoded
 MODULES: dict[str, tuple[str, ...]] = {"mlp": LAYER_PRESETS["mlp"],
                                        "attention+mlp": LAYER_PRESETS["attention"] + LAYER_PRESETS["mlp"]}
 """Tracked-module options → the layer patterns `CausalLMAdapter(modules=...)` gets."""
-DAMPINGS: dict[str, float | str] = {"1e-8": 1e-8, "1e-6": 1e-6, "1e-4": 1e-4, "heuristic": "heuristic"}
+DAMPINGS: dict[str, float | str] = {"1e-8": 1e-8, "1e-4": 1e-4, "heuristic": "heuristic"}
 FISHERS = ("sampled", "empirical")
 EOS = ("tokenizer", "trained")
 NORMALIZE = ("none", "relative")
@@ -33,7 +33,7 @@ OPTIONS: dict[str, tuple[str, ...]] = {"modules": tuple(MODULES), "fisher": FISH
 """Each option the rule chooses → its values in the grid (labels; `DAMPINGS` maps damping labels to values)."""
 COST_ORDER: dict[str, tuple[str, ...]] = {
     "modules": ("mlp", "attention+mlp"), "fisher": ("empirical", "sampled"), "eos": ("tokenizer", "trained"),
-    "damping": ("heuristic", "1e-8", "1e-6", "1e-4"), "normalize": ("none", "relative")}
+    "damping": ("heuristic", "1e-8", "1e-4"), "normalize": ("none", "relative")}
 """Tie-break order, cheapest then simplest first: fewer tracked layers; empirical targets need no sampling; the
 tokenizer's encoding is the simplest; dampings cost the same, so the current default is simplest; no normalisation
 needs no self-influence pass."""
@@ -104,9 +104,9 @@ def factory(variant: Variant, query_ids: Sequence[Any]) -> Factory:
 
 
 def grid_variants() -> list[Variant]:
-    """EK-FAC over every combination of `OPTIONS`, and K-FAC over modules × damping × EOS (true Fisher, raw)."""
+    """EK-FAC over every combination of `OPTIONS`; K-FAC over modules × damping (true Fisher, tokenizer's EOS, raw)."""
     ekfac = [Variant("ekfac", *values) for values in itertools.product(
         tuple(MODULES), FISHERS, EOS, tuple(DAMPINGS), NORMALIZE)]
-    kfac = [Variant("kfac", modules, "sampled", eos, damping, "none")
-            for modules, eos, damping in itertools.product(tuple(MODULES), EOS, tuple(DAMPINGS))]
+    kfac = [Variant("kfac", modules, "sampled", "tokenizer", damping, "none")
+            for modules, damping in itertools.product(tuple(MODULES), tuple(DAMPINGS))]
     return ekfac + kfac
