@@ -40,6 +40,7 @@ ATTRIBUTOR_CLASSES: dict[str, str] = {
     "prefilter": "llm_attrib.prefilter:Prefilter",
     "hybrid": "llm_attrib.attributors.hybrid:HybridAttributor",
     "influence-ensemble": "llm_attrib.attributors.influence.ensemble:InfluenceEnsemble",
+    "magic": "llm_attrib.attributors.magic:MagicAttributor",
 }
 """`Attributor.kind` → its class (``module:name``, imported when a saved attributor of that kind is loaded)."""
 
@@ -196,6 +197,22 @@ def airrep_factory() -> AttributorFactory:
     return factory
 
 
+def magic_factory() -> AttributorFactory:
+    """Factory of a `MagicAttributor` (default options) on ``training.replayable_run``, the recorded run that made the
+    model (`llm_attrib.training.ReplayableRun`); refused without one."""
+
+    def factory(model: Any, tokenizer: Any, training: Any = None) -> Any:
+        from llm_attrib.attributors.magic import MagicAttributor
+
+        run = getattr(training, "replayable_run", None)
+        if run is None:
+            raise UserInputError("magic differentiates through the recorded run that made the model: train it with "
+                                 "llm_attrib.training.train_replayable and build MagicAttributor(ReplayableRun(...))")
+        return MagicAttributor(run)
+
+    return factory
+
+
 ATTRIBUTORS: dict[str, AttributorFactory] = {
     "random": lambda model, tokenizer, training=None: RandomAttributor(seed=0),
     "tfidf": lambda model, tokenizer, training=None: TfidfAttributor(),
@@ -217,4 +234,5 @@ ATTRIBUTORS: dict[str, AttributorFactory] = {
     "hybrid": narrowed_factory("hybrid", normalize=HYBRID_NORMALIZE),
     "influence-ekfac-cg4": refined_influence_factory(4),
     "influence-ekfac-source3": source_factory(3),
+    "magic": magic_factory(),
 }
