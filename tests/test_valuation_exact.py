@@ -104,6 +104,25 @@ def test_one_sample_serves_beta_shapley_and_banzhaf(problem):
                                exact_banzhaf(utility, len(y)), atol=0.015)
 
 
+def test_tmc_permutations_re_weighted_give_beta_shapley_without_training_again(problem):
+    """One marginal matrix serves every semivalue: TMC's untruncated permutations, re-weighted by Beta(16, 1)'s position
+    weights, equal a Beta Shapley permutation run with the same seed, and converge to the exact values."""
+    from llm_attrib.valuation import TMCShapley
+
+    X, y, X_val, y_val, utility, shapley = problem
+    tmc = TMCShapley(LogisticRegression(), stopping=300, truncation_tolerance=None, default_score=0.5,
+                     random_state=0).fit(X, y, X_val, y_val)
+    np.testing.assert_allclose(tmc.values_, shapley, atol=0.02)
+    beta = BetaShapley(LogisticRegression(), 16.0, 1.0, stopping=300, sampler="permutation", default_score=0.5,
+                       random_state=0)
+    direct = beta.fit(X, y, X_val, y_val).result_
+    reused = beta.value_samples(tmc.samples_)
+    np.testing.assert_allclose(reused.values, direct.values, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(reused.stderr, direct.stderr, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(reused.values, exact_semivalue(utility, len(y), beta_log_weight(16.0, 1.0)), atol=0.03)
+    assert reused.n_utility_evaluations == tmc.result_.n_utility_evaluations  # what the shared samples cost
+
+
 def test_matched_sizes_converge_to_exact_beta_16_1(problem):
     X, y, X_val, y_val, utility, _ = problem
     values = BetaShapley(LogisticRegression(), 16.0, 1.0, stopping=1500, sampler="msr", subset_distribution="matched",

@@ -27,6 +27,8 @@ class TMCShapley(UtilityValuation):
     stopping: a `StoppingCriterion` or an int (that many permutations), e.g.
     ``MaxUtilityEvaluations(20_000) | (RelativeChange(0.01) & MinIterations(50))``.
     truncation_tolerance: ``None`` or 0 disables truncation.
+    After ``fit``, ``samples_`` holds the permutations' marginal contributions (`PermutationSamples`): Beta Shapley or
+    any semivalue re-weights them without training again (``BetaShapley(...).value_samples(tmc.samples_)``).
     """
 
     method_name = "tmc-shapley"
@@ -54,6 +56,7 @@ class TMCShapley(UtilityValuation):
         estimate = sample_permutations(utility, np.ones(n), self.truncation_tolerance, as_criterion(self.stopping),
                                        self.n_jobs, self.permutations_per_round, self.random_state, self.progress,
                                        "TMC Shapley")
+        self.samples_ = estimate.samples
         return ValuationResult(estimate.values, estimate.stderr, np.full(n, estimate.n_permutations),
                                self.method_name, estimate.n_evaluations,
                                extra={"full_score": estimate.full_score, "empty_score": utility([])})

@@ -16,6 +16,10 @@ terms over permutations and its standard error their standard deviation / √(pe
 
 Truncation (optional, as in TMC): once ``|U(D) − U(prefix)| < tolerance · |U(D)|`` the rest of the permutation
 is credited 0 without training. It saves queries but biases values (towards 0 for late points).
+
+The raw marginal contributions and positions of every permutation are kept (`PermutationSamples`, ``8 · 2n`` bytes
+per permutation), so any other semivalue is one re-weighting away without training again: TMC Shapley's permutations
+give Beta Shapley (`Semivalue.value_samples`), as one marginal matrix serves every weighting.
 """
 
 from __future__ import annotations
@@ -40,15 +44,36 @@ def position_weights(n: int, log_weight: LogWeight) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class PermutationSamples:
+    """Sampled permutations as ``marginals`` float ``[P, n]`` (``Δ_i`` of point ``i``, 0 where truncated) and
+    ``positions`` int ``[P, n]`` (how many points preceded ``i``), with the utility queries they cost."""
+
+    marginals: np.ndarray
+    positions: np.ndarray
+    n_evaluations: int
+
+    def __len__(self) -> int:
+        return len(self.marginals)
+
+    def estimate(self, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Values and standard errors ``[n]`` of the semivalue with position weights ``weights`` ``[n]``."""
+        terms = weights[self.positions] * self.marginals
+        mean = terms.mean(axis=0)
+        variance = np.maximum((terms**2).mean(axis=0) - mean**2, 0.0)
+        return mean, np.sqrt(variance / max(len(terms) - 1, 1))
+
+
+@dataclass(frozen=True)
 class PermutationEstimate:
-    """Values and standard errors (float ``[n]``), permutations drawn, utility queries made (``U(D)`` included)
-    and ``U(D)``."""
+    """Values and standard errors (float ``[n]``), permutations drawn, utility queries made (``U(D)`` included),
+    ``U(D)``, and the samples themselves (for other weightings)."""
 
     values: np.ndarray
     stderr: np.ndarray
     n_permutations: int
     n_evaluations: int
     full_score: float
+    samples: PermutationSamples
 
 
 def sample_permutations(utility: Utility, weights: np.ndarray, truncation_tolerance: float | None,
@@ -57,17 +82,18 @@ def sample_permutations(utility: Utility, weights: np.ndarray, truncation_tolera
     """Mean over seeded permutations of ``weights[j] · Δ_i`` for each point ``i`` at position ``j``; higher =
     more valuable. ``truncation_tolerance``: ``None`` or 0 evaluates every position (unbiased)."""
     full_score = utility(np.arange(utility.n_train))
-    work = partial(_permutation_contributions, utility, root_entropy(random_state), weights, full_score,
+    work = partial(_permutation_contributions, utility, root_entropy(random_state), full_score,
                    truncation_tolerance or 0.0)
-    accumulator = _MeanAccumulator(utility.n_train)
+    accumulator = _PermutationAccumulator(weights)
     values, stderr = sample_until(work, accumulator, stopping, n_jobs, permutations_per_round, progress,
                                   description)
-    return PermutationEstimate(values, stderr, accumulator.n_iterations, accumulator.n_evaluations + 1, full_score)
+    return PermutationEstimate(values, stderr, accumulator.n_iterations, accumulator.n_evaluations + 1, full_score,
+                               accumulator.samples(extra_evaluations=1))
 
 
-def _permutation_contributions(utility: Utility, entropy: int, weights: np.ndarray, full_score: float,
-                               tolerance: float, tasks: np.ndarray) -> list[tuple[np.ndarray, int]]:
-    """Per task: ``(weighted marginal contributions [n], utility queries made)`` along one seeded permutation."""
+def _permutation_contributions(utility: Utility, entropy: int, full_score: float, tolerance: float,
+                               tasks: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Per task: ``(marginal contributions [n], positions [n], utility queries made)`` along one seeded permutation."""
     results = []
     for task in tasks:
         permutation = task_rng(entropy, int(task)).permutation(utility.n_train)
@@ -79,25 +105,34 @@ def _permutation_contributions(utility: Utility, entropy: int, weights: np.ndarr
                 break
             score = utility(permutation[: position + 1])
             queries += 1
-            contributions[point] = weights[position] * (score - previous)
+            contributions[point] = score - previous
             previous = score
-        results.append((contributions, queries))
+        positions = np.empty(utility.n_train, dtype=np.int64)
+        positions[permutation] = np.arange(utility.n_train)
+        results.append((contributions, positions, queries))
     return results
 
 
-class _MeanAccumulator:
-    """Running mean and standard error of per-permutation contribution vectors."""
+class _PermutationAccumulator:
+    """Running weighted mean and standard error of per-permutation contributions (for the stopping rule), keeping
+    every permutation's raw marginals and positions."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, weights: np.ndarray) -> None:
+        self.weights = weights
         self.n_iterations = 0
         self.n_evaluations = 0
-        self.total = np.zeros(n)
-        self.total_squares = np.zeros(n)
+        self.total = np.zeros(len(weights))
+        self.total_squares = np.zeros(len(weights))
+        self.marginals: list[np.ndarray] = []
+        self.positions: list[np.ndarray] = []
 
-    def add(self, results: Sequence[tuple[np.ndarray, int]]) -> None:
-        for contributions, queries in results:
-            self.total += contributions
-            self.total_squares += contributions**2
+    def add(self, results: Sequence[tuple[np.ndarray, np.ndarray, int]]) -> None:
+        for marginals, positions, queries in results:
+            terms = self.weights[positions] * marginals
+            self.total += terms
+            self.total_squares += terms**2
+            self.marginals.append(marginals)
+            self.positions.append(positions)
             self.n_iterations += 1
             self.n_evaluations += queries
 
@@ -105,3 +140,7 @@ class _MeanAccumulator:
         mean = self.total / self.n_iterations
         variance = np.maximum(self.total_squares / self.n_iterations - mean**2, 0.0)
         return mean, np.sqrt(variance / max(self.n_iterations - 1, 1))
+
+    def samples(self, extra_evaluations: int = 0) -> PermutationSamples:
+        return PermutationSamples(np.stack(self.marginals), np.stack(self.positions),
+                                  self.n_evaluations + extra_evaluations)

@@ -18,7 +18,7 @@ import numpy as np
 from llm_attrib.errors import UserInputError
 from llm_attrib.valuation.base import AT_LEAST_ONE, NON_NEGATIVE, UtilityValuation
 from llm_attrib.valuation.msr import SampledUtilities, estimate_semivalue, sample_subsets
-from llm_attrib.valuation.permutation import position_weights, sample_permutations
+from llm_attrib.valuation.permutation import PermutationSamples, position_weights, sample_permutations
 from llm_attrib.valuation.result import ValuationResult
 from llm_attrib.valuation.sampling import as_criterion
 from llm_attrib.valuation.semivalue_weights import LogWeight
@@ -39,8 +39,8 @@ class Semivalue(UtilityValuation):
     truncation_tolerance (``"permutation"`` only): ``None`` (unbiased) or TMC's rule: a permutation stops once
     ``|U(D) − U(prefix)| < tolerance · |U(D)|``, crediting later points 0 (fewer queries, values biased to 0).
     samples_per_round: samples between stopping checks (None: 100 subsets or 10 permutations).
-    After ``fit``, ``samples_`` holds the ``"msr"`` sampler's subsets and utilities (None for
-    ``"permutation"``), which `value_samples` can reuse for another weighting without training again.
+    After ``fit``, ``samples_`` holds the sampler's subsets and utilities (``"msr"``) or permutations
+    (``"permutation"``), which `value_samples` reuses for another weighting without training again.
     """
 
     _parameter_constraints = {**UtilityValuation._parameter_constraints, "stopping": [AT_LEAST_ONE, StoppingCriterion],
@@ -66,8 +66,13 @@ class Semivalue(UtilityValuation):
     def log_weight(self) -> LogWeight:
         """``log w(k)`` of this semivalue (see `semivalue_weights`)."""
 
-    def value_samples(self, samples: SampledUtilities) -> ValuationResult:
-        """Values from already sampled subsets and utilities (e.g. another method's ``samples_``)."""
+    def value_samples(self, samples: SampledUtilities | PermutationSamples) -> ValuationResult:
+        """Values from another method's samples (``samples_``), without training again: MSR subsets and utilities,
+        or permutations (`PermutationSamples`, e.g. TMC Shapley's; untruncated for an unbiased re-weighting)."""
+        if isinstance(samples, PermutationSamples):
+            n = samples.marginals.shape[1]
+            values, stderr = samples.estimate(position_weights(n, self.log_weight()))
+            return ValuationResult(values, stderr, np.full(n, len(samples)), self.method_name, samples.n_evaluations)
         values, stderr = estimate_semivalue(samples, self.log_weight())
         return ValuationResult(values, stderr, np.full(len(values), len(samples)), self.method_name, len(samples))
 
@@ -79,13 +84,14 @@ class Semivalue(UtilityValuation):
         return result
 
 
-def _by_permutations(method: Semivalue, utility: Utility) -> tuple[ValuationResult, None]:
+def _by_permutations(method: Semivalue, utility: Utility) -> tuple[ValuationResult, PermutationSamples]:
     estimate = sample_permutations(utility, position_weights(utility.n_train, method.log_weight()),
                                    method.truncation_tolerance, as_criterion(method.stopping), method.n_jobs,
                                    method.samples_per_round or PERMUTATIONS_PER_ROUND, method.random_state,
                                    method.progress, method.method_name)
     counts = np.full(utility.n_train, estimate.n_permutations)
-    return ValuationResult(estimate.values, estimate.stderr, counts, method.method_name, estimate.n_evaluations), None
+    return (ValuationResult(estimate.values, estimate.stderr, counts, method.method_name, estimate.n_evaluations),
+            estimate.samples)
 
 
 def _by_msr(method: Semivalue, utility: Utility) -> tuple[ValuationResult, SampledUtilities]:
@@ -95,7 +101,7 @@ def _by_msr(method: Semivalue, utility: Utility) -> tuple[ValuationResult, Sampl
     return method.value_samples(samples), samples
 
 
-SEMIVALUE_SAMPLERS: dict[str, Callable[[Semivalue, Utility], tuple[ValuationResult, SampledUtilities | None]]] = {
+SEMIVALUE_SAMPLERS: dict[str, Callable[[Semivalue, Utility], tuple[ValuationResult, Any]]] = {
     "permutation": _by_permutations,
     "msr": _by_msr,
 }
