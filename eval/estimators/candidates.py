@@ -22,11 +22,20 @@ from llm_attrib.evaluation.benchmarks import Benchmark
 
 @dataclass(frozen=True)
 class Candidate:
-    """``build(benchmark)``: the unfitted attributor; ``cost``: its passes over the data, as a formula."""
+    """``build(benchmark)``: the unfitted attributor; ``passes(n_train, n_query)``: the records it runs forward and
+    backward through at one damping (EK-FAC: 2 statistics passes over the training records, the queries' gradients
+    and one scoring pass: ``3·n_train + n_query``), a cost free of the shared machine's timing noise.
+    ``extra_training``: it needs models the user's own run does not produce (checkpoints are a by-product of that
+    run; models from other seeds cost whole trainings)."""
 
     description: str
     build: Callable[[Benchmark], Any]
-    cost: str
+    passes: Callable[[int, int], int]
+    extra_training: bool = False
+
+
+def _ekfac_passes(n: int, q: int) -> int:
+    return 3 * n + q
 
 
 def _registered(factory: AttributorFactory) -> Callable[[Benchmark], Any]:
@@ -60,21 +69,21 @@ def _models(n: int) -> Callable[[Benchmark], Any]:
 
 
 CANDIDATES: dict[str, Candidate] = {
-    "ekfac": Candidate("EK-FAC (the baseline)", _refined(0), "2 fit passes + 1 score pass"),
+    "ekfac": Candidate("EK-FAC (the baseline)", _refined(0), _ekfac_passes),
     **{f"ekfac-cg{k}": Candidate(f"EK-FAC refined by {k} preconditioned CG steps towards the exact damped Fisher "
-                                 "(refine_steps)", _refined(k), f"EK-FAC + {k} Fisher-vector passes")
+                                 "(refine_steps)", _refined(k), lambda n, q, k=k: _ekfac_passes(n, q) + k * n)
        for k in (2, 4, 8)},
     "ekfac-fisher3": Candidate("EK-FAC averaged over 3 independent Fisher samples (fisher_samples=3)",
-                               _fisher_samples(3), "3 × EK-FAC"),
+                               _fisher_samples(3), lambda n, q: 3 * _ekfac_passes(n, q)),
     **{f"ekfac-source{k}": Candidate(f"EK-FAC averaged over the run's last {k} checkpoints, learning-rate weights "
-                                     "(SOURCE-style)", _source(k), f"{k} × EK-FAC")
+                                     "(SOURCE-style)", _source(k), lambda n, q, k=k: k * _ekfac_passes(n, q))
        for k in (2, 3, 4)},
     "ekfac-source4-shared": Candidate("EK-FAC of the final model applied at all 4 checkpoints' gradients, "
                                       "learning-rate weights (shared_curvature)", _shared_source(4),
-                                      "2 fit passes + 4 score passes"),
+                                      lambda n, q: 2 * n + 4 * (n + q)),
     "ekfac-models3": Candidate("EK-FAC averaged over the final model and 2 trained from other seeds on the same "
                                "records (equal weights; like TRAK's ensemble)", _models(3),
-                               "3 × EK-FAC (+ 2 trainings, reported apart)"),
+                               lambda n, q: 3 * _ekfac_passes(n, q), extra_training=True),
 }
 """Candidate name → its definition; declared before any grid result was looked at."""
 
