@@ -41,6 +41,10 @@ class Cell:
     config: GridConfig
     _truth: LDSGroundTruth | None = field(default=None, repr=False)
 
+    def trials_done(self) -> int:
+        """Subsets of the ground truth already retrained and cached (``config.n_subsets`` when it is complete)."""
+        return len(list((self.cache_dir / "lds").glob("trial_*.safetensors")))
+
     def truth(self, progress: Callable[[int, int], None] | None = None) -> LDSGroundTruth:
         """The LDS ground truth (``config.n_subsets`` α-subsets × ``config.seeds_per_subset`` seeds), cached."""
         if self._truth is None:

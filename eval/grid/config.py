@@ -36,6 +36,8 @@ class GridConfig(Config):
     seed: int = option(0, "seeds the records, the models, the subsets and the fits")
     threads: int = option(1, "torch intra-op threads", check=at_least(1))
     truth_only: bool = option(False, "only build the cells' LDS ground truth (to run it early, in the background)")
+    finished_only: bool = option(False, "evaluate only the cells whose ground truth is complete; list the others as "
+                                        "unfinished (how many subsets are done) instead of retraining them")
 
     def validate(self) -> None:
         unknown = sorted(set(self.datasets) - set(DATASETS))

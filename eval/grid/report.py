@@ -76,6 +76,9 @@ def write_report(readme: Path, results: dict[str, Any], cells: Sequence[str]) ->
         f"The rule chose: {chosen}"
         + (f" — departing from the default for {', '.join(c['option'] for c in changed)}." if changed
            else " — every current default stays.")
+        + "".join(f" **{name} is not in this table**: its ground truth had {u['subsets_done']} of {u['of']} subsets "
+                  "when this was written (cached; rerun the command to finish it)." for name, u in
+                  results.get("unfinished", {}).items())
         + " Sign: positive = the training example raises the query's log Pr(completion | prompt)."
     )
     table = ("### Paired differences per option (at the candidate's other options)\n\n" + choice_table(results, cells)

@@ -43,6 +43,11 @@ def run_grid(config: GridConfig) -> dict[str, Any]:
     torch.set_num_threads(config.threads)
     started = time.perf_counter()
     grid = cells(config)
+    unfinished = {}
+    if config.finished_only:
+        unfinished = {c.name: c.trials_done() for c in grid if c.trials_done() < config.n_subsets}
+        grid = [c for c in grid if c.name not in unfinished]
+        _log(f"unfinished cells left out: {unfinished}")
     truth_seconds = {}
     for cell in grid:
         start = time.perf_counter()
@@ -62,6 +67,7 @@ def run_grid(config: GridConfig) -> dict[str, Any]:
         "config": config.to_dict(),
         "cells": {c.name: {"settings": c.benchmark.settings, "n_train": len(c.benchmark.train_records),
                            "n_query": len(c.benchmark.query_records)} for c in grid},
+        "unfinished": {name: {"subsets_done": done, "of": config.n_subsets} for name, done in unfinished.items()},
         "rows": rows,
         "candidate": candidate,
         "grid_means": means,
