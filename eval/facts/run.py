@@ -185,8 +185,9 @@ def main(argv: list[str] | None = None) -> None:
         other = "zscore" if chosen["fusion"] == "rrf" else "rrf"
         methods = {name: ATTRIBUTORS[name] for name in METHODS} | {
             f"hybrid-{other}": hybrid_factory(**{**chosen, "fusion": other}),
-            "hybrid K=100": hybrid_factory(**{**chosen, "candidates": 100}),
-            "hybrid round 1": hybrid_factory(**first)}
+            "hybrid K=100": hybrid_factory(**{**chosen, "candidates": 100})}
+        if first != chosen:
+            methods["hybrid round 1"] = hybrid_factory(**first)
         for name, build in REPORTS:
             _log(f"report benchmark: {name}")
             benchmark = build()
