@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
-from llm_attrib.attributors import AttributorFactory, refined_influence_factory, source_factory
+from llm_attrib.attributors import (AttributorFactory, refined_influence_factory, seed_ensemble_factory,
+                                   source_factory)
 from llm_attrib.attributors.influence.ensemble import InfluenceEnsemble
 from llm_attrib.curvature import Curvature
 from llm_attrib.evaluation.benchmarks import Benchmark
@@ -65,7 +66,7 @@ def _shared_source(last: int) -> Callable[[Benchmark], Any]:
 
 
 def _models(n: int) -> Callable[[Benchmark], Any]:
-    return lambda b: InfluenceEnsemble([CausalLMAdapter(m, b.tokenizer) for m in b.runs.models(n)])
+    return _registered(seed_ensemble_factory(n))
 
 
 CANDIDATES: dict[str, Candidate] = {

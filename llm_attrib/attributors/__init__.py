@@ -180,6 +180,20 @@ def source_factory(last: int) -> AttributorFactory:
     return factory
 
 
+def seed_ensemble_factory(n_models: int) -> AttributorFactory:
+    """Factory of EK-FAC influence averaged (equal weights) over the final model and ``n_models - 1`` models trained
+    from other seeds (``training.models``; each costs a full training) — `InfluenceEnsemble`, default options."""
+
+    def factory(model: Any, tokenizer: Any, training: TrainingHistory | None = None) -> Any:
+        from llm_attrib.adapters.causal_lm import CausalLMAdapter
+        from llm_attrib.attributors.influence.ensemble import InfluenceEnsemble
+
+        models = _history(training, "an influence ensemble over seeds").models(n_models)
+        return InfluenceEnsemble([CausalLMAdapter(m, tokenizer) for m in models])
+
+    return factory
+
+
 def airrep_factory() -> AttributorFactory:
     """Factory of an `AirRepAttributor` (default options) supervised by models that ``training.retrain`` trains on
     subsets of the training records; their outcomes and the encoder are cached under ``training.cache_dir``."""
@@ -234,5 +248,6 @@ ATTRIBUTORS: dict[str, AttributorFactory] = {
     "hybrid": narrowed_factory("hybrid", normalize=HYBRID_NORMALIZE),
     "influence-ekfac-cg4": refined_influence_factory(4),
     "influence-ekfac-source3": source_factory(3),
+    "influence-ekfac-seeds3": seed_ensemble_factory(3),
     "magic": magic_factory(),
 }
