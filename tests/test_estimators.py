@@ -146,3 +146,20 @@ def test_a_shared_curvature_is_the_last_checkpoints_applied_at_every_checkpoint(
     torch.testing.assert_close(ensemble.score(query_records, train_records).values, expected, rtol=1e-12, atol=0)
     with pytest.raises(ConfigError, match="refine_steps=0"):
         InfluenceEnsemble(adapters, shared_curvature=True, refine_steps=2)
+
+
+def test_registry_entries_build_the_estimators(gpt2, tokenizer):
+    from llm_attrib.attributors import ATTRIBUTORS
+
+    class History:
+        def checkpoints(self):
+            return [copy.deepcopy(gpt2) for _ in range(4)], [1.0, 2.0, 3.0, 4.0]
+
+        def models(self, n):
+            return [copy.deepcopy(gpt2) for _ in range(n)]
+
+    assert ATTRIBUTORS["influence-ekfac-cg4"](gpt2, tokenizer).config.refine_steps == 4
+    source = ATTRIBUTORS["influence-ekfac-source3"](gpt2, tokenizer, training=History())
+    assert len(source.members) == 3 and source.weights == pytest.approx([2 / 9, 3 / 9, 4 / 9])
+    seeds = ATTRIBUTORS["influence-ekfac-seeds3"](gpt2, tokenizer, training=History())
+    assert len(seeds.members) == 3 and seeds.weights == pytest.approx([1 / 3] * 3)
