@@ -95,3 +95,18 @@ def test_the_documents_that_state_a_fact_are_traced_at_a_stated_rate_over_all_de
     n = len(queries)
     assert n == 100 and round(chance_top5 / n, 3) == 0.042 and round(chance_first / n, 4) == 0.0086
     assert top5 / n >= 0.6 and first / n >= 0.3, (top5 / n, first / n)
+
+
+def test_generation_stops_at_the_end_of_the_answer_for_every_demo_question():
+    """The demo's documents are trained with EOS after each (as `train_causal_lm` encodes them), so its greedy answer
+    to every question ends with EOS within the quickstart's 8 new tokens: nothing after the answer is traced."""
+    from llm_attrib.demo.default import load_default
+
+    bundle = load_default()
+    tokenizer, eos = bundle.tokenizer, bundle.tokenizer.eos_token_id
+    with torch_threads(1), torch.no_grad():
+        for question in bundle.corpus.queries:
+            ids = tokenizer(question["prompt"], return_tensors="pt")["input_ids"]
+            new = bundle.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                                        do_sample=False, pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:]
+            assert eos in new.tolist(), (question["prompt"], tokenizer.decode(new))
