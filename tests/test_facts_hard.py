@@ -95,3 +95,9 @@ def test_group_report_and_paired_differences_by_hand():
     assert report["queries/alias/alias_recall@2"] == 1.0 and report["queries/alias/per_query"]["query_ids"] == ["q1"]
     assert "queries/paraphrased/mrr" not in report and "queries/verbatim/alias_recall@2" not in report
     assert paired_difference([1.0, 0.5, 0.0], [0.5, 0.5, 0.5]) == pytest.approx((0.0, (0.25 / 3) ** 0.5))  # d = 0.5, 0, -0.5
+
+
+def test_the_hard_options_add_exactly_the_hard_kinds():
+    from llm_attrib.demo.facts import DOCUMENT_KINDS, HARD_DOCUMENT_KINDS
+
+    assert {d["kind"] for d in generate_facts(**HARD).documents} == set(DOCUMENT_KINDS + HARD_DOCUMENT_KINDS)

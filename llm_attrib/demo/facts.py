@@ -37,7 +37,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-DOCUMENT_KINDS = ("direct", "paraphrase", "qa", "distractor", "alias", "alias-intro", "decoy")
+DOCUMENT_KINDS = ("direct", "paraphrase", "qa", "distractor")
+HARD_DOCUMENT_KINDS = ("alias", "alias-intro", "decoy")
+"""Kinds that only the hard options (aliases, decoys) add."""
 QUERY_GROUPS = ("verbatim", "paraphrased", "alias")
 ALIAS_INTROS = (
     "{e}, known as {a}, keeps to a quiet routine.",
@@ -141,7 +143,8 @@ def words(text: str) -> set[str]:
 class FactCorpus:
     """Training documents, queries and the ground truth linking them.
 
-    documents: ``{"id", "text", "fact_ids", "kind"}``; ``kind`` is one of `DOCUMENT_KINDS`.
+    documents: ``{"id", "text", "fact_ids", "kind"}``; ``kind`` is one of `DOCUMENT_KINDS` (or, with aliases and
+               decoys, `HARD_DOCUMENT_KINDS`); an alias-intro document states no fact (``fact_ids == []``).
     queries:   ``{"id", "prompt", "completion", "fact_id"}``; the completion starts with a space.
     facts:     ``fact_id -> {"entity", "attribute", "value"}`` for queried and distractor facts.
     """
