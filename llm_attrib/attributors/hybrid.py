@@ -7,7 +7,7 @@
    measurement restricted to the answer: ``log Pr(answer | prompt)``, where the answer is the completion with
    trailing whitespace and punctuation removed (`answer_only`; " Paris." is measured as " Paris"). An EOS is
    measured only where the adapter's encoding appends one after a completion (the demo's and GPT-2's tokenizers
-   add none; build the adapter with ``eos=False`` to leave it out).
+   add none); the hybrid keeps it there, as the same encoding decides the training documents' tokens.
 3. *Fusion* (`FUSIONS`) of the two rankings of the ``K`` candidates: reciprocal-rank fusion
    ``1/(c + rank_lexical) + 1/(c + rank_gradient)`` (ranks from 1) or ``zscore``, the sum of both scores
    standardised over the query's candidates.
