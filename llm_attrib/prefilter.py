@@ -198,8 +198,9 @@ class Prefilter(Attributor):
         """`score` on given candidates: ``chosen[q]`` (``[n_query, K]`` training indices) are query ``q``'s.
 
         Queries are scored in `group_queries` groups, each against the union of its queries' candidates; a pair
-        ``(q, n)`` gets exactly the score that scoring ``n`` alone against ``q`` gives. ``metadata["n_scored"]``
-        is the training records scored, summed over groups.
+        ``(q, n)`` gets the score full scoring gives (up to floating-point summation order) wherever a pair's score
+        does not depend on which other records are scored (not so with ``rescore_top``, which re-scores the best of
+        those scored). ``metadata["n_scored"]`` is the training records scored, summed over groups.
         """
         attributor = self._inner()
         self.index._check_same_train(train)
