@@ -20,6 +20,7 @@ from llm_attrib.errors import UserInputError
 SUBCOMMAND_MODULES = {
     "quickstart": "llm_attrib.apps.quickstart",
     "fit-factors": "llm_attrib.apps.fit_factors",
+    "train": "llm_attrib.apps.train",
     "trace": "llm_attrib.apps.trace",
     "audit": "llm_attrib.apps.audit",
     "run": "llm_attrib.apps.run",

@@ -10,6 +10,7 @@ import torch
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
 from llm_attrib.attributors.hybrid import HybridAttributor, HybridConfig
 from llm_attrib.attributors.influence import InfluenceAttributor, InfluenceConfig
+from llm_attrib.attributors.magic import MagicConfig
 from llm_attrib.data import Columns, EncodingConfig, load_records, table_records
 from llm_attrib.distributed import is_main_process, local_device, main_process_first
 from llm_attrib.errors import UserInputError
@@ -59,8 +60,9 @@ def add_prefilter_options(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(configs=(*(parser.get_default("configs") or ()), PrefilterConfig))
 
 
-METHODS = ("influence", "hybrid")
-"""``--method``: influence scores of every record (or of ``--prefilter``'s candidates), or `HybridAttributor`."""
+METHODS = ("influence", "hybrid", "magic")
+"""``--method``: influence scores of every record (or of ``--prefilter``'s candidates), `HybridAttributor`, or
+`MagicAttributor` on the replayable run ``--run`` (`llm-attrib train`) that made ``--model``."""
 
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
@@ -68,9 +70,13 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("hybrid (--method hybrid)")
     group.add_argument("--method", default="influence", choices=METHODS,
                        help="influence: influence scores (of --prefilter's candidates, if given); hybrid: BM25/TF-IDF "
-                            "recall per query, influence re-ranking on the answer tokens, fused rankings")
+                            "recall per query, influence re-ranking on the answer tokens, fused rankings; magic: "
+                            "exact metagradients of the replayable run --run")
     HybridConfig.add_arguments(group)
-    parser.set_defaults(configs=(*(parser.get_default("configs") or ()), HybridConfig))
+    magic = parser.add_argument_group("magic (--method magic)")
+    magic.add_argument("--run", default=None, help="the replayable run folder (llm-attrib train) that made --model")
+    MagicConfig.add_arguments(magic)
+    parser.set_defaults(configs=(*(parser.get_default("configs") or ()), HybridConfig, MagicConfig))
 
 
 def make_prefilter(args: argparse.Namespace, train: list[dict[str, Any]]) -> Prefilter | None:

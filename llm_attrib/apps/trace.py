@@ -255,6 +255,10 @@ def at_least_one(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Trace and print the report (rank 0 prints under several processes)."""
+    if args.method == "magic":
+        from llm_attrib.apps.magic import trace_magic
+
+        return trace_magic(args)
     adapter = options.make_adapter(args)
     train = options.load_train(args, adapter)
     attributor = options.make_attributor(args, adapter)

@@ -23,7 +23,6 @@ from typing import Callable
 import torch
 
 from llm_attrib.data import Batch
-from llm_attrib.demo.training import torch_threads
 from llm_attrib.training.run import ReplayableRun
 from llm_attrib.training.step import State, adamw_step, log_probs
 
@@ -60,6 +59,8 @@ def metagradients(run: ReplayableRun, queries: Batch,
                   on_step: Callable[[int], None] | None = None) -> tuple[torch.Tensor, ReverseCost]:
     """``[Q, n_records]`` float64 ``d f(q) / d w_i`` at the recorded weights for the queries of ``queries``
     (one reverse pass for all of them), and its cost. ``on_step(t)`` after each reversed step (progress)."""
+    from llm_attrib.demo.training import torch_threads
+
     began = time.perf_counter()
     steps = run.checkpoint_steps
     dw = torch.zeros(len(queries), len(run.encoded), dtype=torch.float64)

@@ -23,7 +23,6 @@ import torch
 from llm_attrib import __version__
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
 from llm_attrib.data import Batch, Columns, Encoded, EncodingConfig, batched
-from llm_attrib.demo.training import torch_threads
 from llm_attrib.errors import UserInputError
 from llm_attrib.training.config import OPTIMIZERS, TrainConfig, learning_rates
 from llm_attrib.training.step import AdamW, State, adamw_step
@@ -223,6 +222,8 @@ class ReplayableRun:
 
     def states(self, start: State, first: int, stop: int, weights: torch.Tensor | None = None) -> Iterator[State]:
         """The states after steps ``first … stop - 1``, from ``start`` (the state before ``first``)."""
+        from llm_attrib.demo.training import torch_threads  # the demo trainer's helper (imported on use: see test_layout)
+
         weights = self.weights if weights is None else weights
         state = start
         with torch_threads(self.config.num_threads):

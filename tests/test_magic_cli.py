@@ -1,0 +1,74 @@
+"""``llm-attrib train`` then ``llm-attrib trace --method magic``: the CLI's scores are the API's, and runs or models
+that do not belong together are refused in one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from llm_attrib.cli import main
+
+
+@pytest.fixture()
+def model_dir(tmp_path, gpt2, tokenizer):
+    path = tmp_path / "model"
+    gpt2.float().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def train_file(tmp_path, train_records):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"doc": f"d{i}", **r}) + "\n" for i, r in enumerate(train_records)))
+    return path
+
+
+def test_train_then_trace_with_magic_gives_the_api_scores(model_dir, train_file, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llm_attrib.attributors.magic import MagicAttributor
+    from llm_attrib.training import ReplayableRun
+
+    run_dir = tmp_path / "run"
+    data = ["--model", str(model_dir), "--train", str(train_file), "--id-column", "doc"]
+    assert main(["train", *data, "--output", str(run_dir), "--epochs", "2", "--batch-size", "3", "--lr", "1e-2",
+                 "--schedule", "linear", "--warmup-steps", "1", "--max-grad-norm", "1.0"]) == 0
+    assert "trained 6 steps on 8 records" in capsys.readouterr().out
+    query = ["--prompt", "the cat sat on", "--completion", " the mat", "--top-k", "3"]
+    trace = ["trace", "--model", str(run_dir / "model"), "--train", str(train_file), "--id-column", "doc", *query,
+             "--method", "magic", "--run", str(run_dir)]
+    assert main([*trace, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager")
+    run = ReplayableRun(run_dir, model, AutoTokenizer.from_pretrained(model_dir))
+    records = [json.loads(line) for line in train_file.read_text().splitlines()]
+    values = MagicAttributor(run).fit(records).score([{"prompt": "the cat sat on", "completion": " the mat"}]).values[0]
+    top = torch.argsort(values, descending=True)[:3].tolist()
+    assert report["method"] == "magic" and [r["train_id"] for r in report["top"]] == [f"d{i}" for i in top]
+    assert [r["score"] for r in report["top"]] == pytest.approx([float(values[i]) for i in top], rel=1e-9)
+    assert report["cost"]["steps"] == 6 and report["smoothness"] is None
+    assert main([*trace, "--magic-smoothness-directions", "1", "--magic-smoothness-fraction", "0.25"]) == 0
+    console = capsys.readouterr().out
+    assert "method:     magic" in console and "metasmoothness (1 directions, 25% of records" in console
+
+
+def test_magic_without_its_run_or_with_another_model_is_refused(model_dir, train_file, tmp_path, capsys):
+    common = ["trace", "--train", str(train_file), "--prompt", "the cat sat on", "--completion", " the mat",
+              "--method", "magic"]
+    assert main([*common, "--model", str(model_dir)]) == 2
+    assert "needs --run" in capsys.readouterr().err
+    run_dir = tmp_path / "run"
+    assert main(["train", "--model", str(model_dir), "--train", str(train_file), "--output", str(run_dir),
+                 "--batch-size", "4"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--model", str(model_dir), "--run", str(run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert "is not the final model of --run" in error and len(error.strip().splitlines()) == 1
+    assert main([*common, "--model", str(run_dir / "model"), "--run", str(run_dir), "--prefilter", "bm25"]) == 2
+    assert "--method magic scores every record" in capsys.readouterr().err
+    assert main(["train", "--model", str(model_dir), "--train", str(train_file), "--output", str(run_dir),
+                 "--lora-targets", "c_attn"]) == 2
+    assert "--lora-targets goes with lora_rank" in capsys.readouterr().err
