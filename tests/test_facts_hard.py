@@ -101,3 +101,10 @@ def test_the_hard_options_add_exactly_the_hard_kinds():
     from llm_attrib.demo.facts import DOCUMENT_KINDS, HARD_DOCUMENT_KINDS
 
     assert {d["kind"] for d in generate_facts(**HARD).documents} == set(DOCUMENT_KINDS + HARD_DOCUMENT_KINDS)
+
+
+def test_a_corpus_with_more_namesakes_than_one_syllable_words_is_built():
+    corpus = generate_facts(n_entities=240, n_distractors=60, decoys_per_fact=1)  # 1,200 namesakes
+    namesakes = {corpus.facts[d["fact_ids"][0]]["entity"] for d in corpus.documents if d["kind"] == "decoy"}
+    people = {fact["entity"] for fact_id, fact in corpus.facts.items() if fact_id.startswith("p")}
+    assert len(namesakes) == 1200 and not namesakes & people

@@ -308,7 +308,7 @@ def generate_facts(
             drafts.append((template.format(e=people[person], a=alias), [], "alias-intro"))
     if decoys_per_fact:
         taken = lasts + [word for alias in aliases.values() for word in alias.split()]
-        drafts += _decoys(extra, facts, queries, taken, values, decoys_per_fact)
+        drafts += _decoys(extra, facts, queries, taken, firsts, values, decoys_per_fact)
 
     rng.shuffle(drafts)
     documents = [
@@ -335,11 +335,15 @@ def _aliases(rng: random.Random, people: list[str], taken: list[str], persons: l
 
 
 def _decoys(rng: random.Random, facts: dict[str, dict[str, str]], queries: list[dict[str, Any]], taken: list[str],
-            values: dict[str, list[str]], per_fact: int) -> list[tuple[str, list[str], str]]:
+            firsts: list[str], values: dict[str, list[str]], per_fact: int) -> list[tuple[str, list[str], str]]:
     """``per_fact`` namesake decoys per query: its question, for a person with its first name and a new last
-    name (none of ``taken``), answered with another value; the namesakes' facts are added to ``facts`` (ids ``n<k>:<attribute>``)."""
+    name (none of ``taken`` or ``firsts``), answered with another value; the namesakes' facts are added to
+    ``facts`` (ids ``n<k>:<attribute>``)."""
     drafts: list[tuple[str, list[str], str]] = []
-    lasts = [w for w in _unique_words(rng, len(queries) * per_fact + len(taken) + 8, 1) if w not in set(taken)]
+    need = len(queries) * per_fact + len(taken) + 8
+    one_syllable = len({onset + vowel + coda for onset in ONSETS for vowel in VOWELS for coda in CODAS})
+    syllables = 1 if need <= one_syllable else 2  # more namesakes than one-syllable words: two, avoiding firsts
+    lasts = [w for w in _unique_words(rng, need, syllables) if w not in set(taken) | set(firsts)]
     for query in queries:
         fact = facts[query["fact_id"]]
         first = fact["entity"].split(" ")[0]
