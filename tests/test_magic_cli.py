@@ -72,3 +72,26 @@ def test_magic_without_its_run_or_with_another_model_is_refused(model_dir, train
     assert main(["train", "--model", str(model_dir), "--train", str(train_file), "--output", str(run_dir),
                  "--lora-targets", "c_attn"]) == 2
     assert "--lora-targets goes with lora_rank" in capsys.readouterr().err
+
+
+def test_a_trace_recipe_with_method_magic_scores_the_runs_records(model_dir, train_file, tmp_path):
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--model", str(model_dir), "--train", str(train_file), "--id-column", "doc",
+                 "--output", str(run_dir), "--batch-size", "4", "--lr", "1e-2"]) == 0
+    (tmp_path / "job.yaml").write_text(
+        "task: trace\n"
+        f"train: {{path: json, data_files: {train_file}, text: text, id: doc}}\n"
+        "queries: [{prompt: the cat sat on, completion: ' the mat'}, {prompt: a dog ran, completion: ' across'}]\n"
+        f"method: {{name: magic, run: {run_dir}, options: {{query_batch: 1}}}}\n"
+        "output: {dir: out, top_k: 2}\n")
+    assert main(["run", str(tmp_path / "job.yaml")]) == 0
+    result = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert result["metadata"]["method"] == "magic" and result["cost"]["steps"] == 2
+    assert result["train_ids"] == [f"d{i}" for i in range(8)]
+    best = max(range(8), key=lambda i: result["queries"][0]["scores"][i])
+    assert result["queries"][0]["top"][0]["train_id"] == f"d{best}" and len(result["queries"]) == 2
+    assert "**magic**" in (tmp_path / "out" / "report.md").read_text()
+    (tmp_path / "bad.yaml").write_text((tmp_path / "job.yaml").read_text().replace("task: trace\n",
+                                                                                    "task: trace\nmodel: demo\n"))
+    assert main(["run", str(tmp_path / "bad.yaml")]) == 2

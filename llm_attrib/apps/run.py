@@ -118,6 +118,10 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
     from llm_attrib.prefilter import Prefilter
     from llm_attrib.scores import sum_windows
 
+    if recipe.method.name == "magic":
+        from llm_attrib.apps.magic import run_trace_magic
+
+        return run_trace_magic(recipe, name)
     check_trace(recipe)
     method = recipe.method
     if recipe.model == DEMO:

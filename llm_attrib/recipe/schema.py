@@ -151,6 +151,8 @@ class MethodSpec:
     candidates: int | None = None
     estimator: str | None = None
     factors: str | None = field(default=None, metadata=PATH)
+    run: str | None = field(default=None, metadata=PATH)
+    """``name: magic``: the replayable run folder (``llm-attrib train``) whose records and final model are traced."""
 
 
 @dataclass(frozen=True)
