@@ -70,6 +70,22 @@ def test_saved_scores_reload_bitwise_and_only_for_the_same_run(gpt2, tokenizer, 
         MagicAttributor.from_pretrained(tmp_path / "saved", other)
 
 
+def test_scores_resume_from_the_cache_of_reverse_passes(gpt2, tokenizer, train_records, query_records, tmp_path,
+                                                        monkeypatch):
+    import llm_attrib.training.metagradient as metagradient
+
+    run = train_replayable(gpt2, tokenizer, train_records, tmp_path / "run", **OPTIONS)
+    first = MagicAttributor(run, query_batch=2, cache_dir=tmp_path / "cache").fit(train_records).score(query_records)
+    assert len(list((tmp_path / "cache").glob("magic-*.safetensors"))) == 2
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached reverse pass was recomputed")
+
+    monkeypatch.setattr(metagradient, "metagradients", refuse)
+    again = MagicAttributor(run, query_batch=2, cache_dir=tmp_path / "cache").fit(train_records).score(query_records)
+    assert torch.equal(again.values, first.values) and again.metadata == first.metadata
+
+
 def test_records_that_are_not_the_runs_are_refused_in_one_line(gpt2, tokenizer, train_records, tmp_path):
     run = train_replayable(gpt2, tokenizer, train_records, tmp_path, **OPTIONS)
     magic = MagicAttributor(run)

@@ -54,7 +54,8 @@ def trace_magic(args: argparse.Namespace) -> int:
     adapter = options.make_adapter(args)
     check_final_model(run, adapter.model)
     train = options.load_train(args, adapter)
-    magic = MagicAttributor(run, config=MagicConfig.from_arguments(args), progress=options.show_progress()).fit(train)
+    magic = MagicAttributor(run, config=MagicConfig.from_arguments(args), progress=options.show_progress(),
+                            cache_dir=args.factors).fit(train)
     completion = args.completion or generate_completion(adapter, args.prompt, args.max_new_tokens)
     query = {adapter.columns.prompt: args.prompt, adapter.columns.completion: completion}
     scores = magic.score([query])

@@ -14,7 +14,9 @@ double-backward step per training step; ``query_batch`` queries share one pass.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -52,6 +54,8 @@ class MagicAttributor(Attributor):
         run: the recorded run (bound to its initial model and tokenizer).
         config: a `MagicConfig`; keyword ``options`` are its fields.
         progress: print each reverse pass's progress.
+        cache_dir: keep each reverse pass's scores there (keyed by the run and the pass's query tokens), so that an
+            interrupted `score` resumes and a repeated one is read back bitwise.
     """
 
     kind = "magic"
@@ -59,12 +63,13 @@ class MagicAttributor(Attributor):
     config: MagicConfig
 
     def __init__(self, run: ReplayableRun, *, config: MagicConfig | None = None, progress: bool = False,
-                 **options: Any):
+                 cache_dir: str | Path | None = None, **options: Any):
         if not isinstance(run, ReplayableRun):
             raise UserInputError(f"MAGIC differentiates a recorded run: give a ReplayableRun, not {type(run).__name__}")
         self.config = make_config(MagicConfig, config, options)
         self.run = run
         self.progress = progress
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._fitted = False
         self.last_smoothness: Any = None
 
@@ -124,7 +129,6 @@ class MagicAttributor(Attributor):
         the recorded training time when known; states held × bytes per state) and, with ``smoothness_directions``,
         the metasmoothness of these queries."""
         from llm_attrib.data import record_ids
-        from llm_attrib.training.metagradient import metagradients
 
         self._check_same_train(train)
         run = self.run
@@ -133,7 +137,7 @@ class MagicAttributor(Attributor):
             raise UserInputError("no queries to score")
         rows, seconds, held, size = [], 0.0, 0, 0
         for group in batched(encoded, self.config.query_batch):
-            values, cost = metagradients(run, run.adapter.collate(group), self._progress_hook())
+            values, cost = self._reverse_pass(group)
             rows.append(values)
             seconds, held, size = seconds + cost.seconds, max(held, cost.states_held), cost.state_bytes
         values = torch.cat(rows)
@@ -149,6 +153,24 @@ class MagicAttributor(Attributor):
             metadata["smoothness"] = self.last_smoothness.to_dict()
         return Scores(values=values, query_ids=record_ids(list(queries)), train_ids=list(self._train_ids),
                       method=self.name, units=self.units, metadata=metadata)
+
+    def _reverse_pass(self, group: Sequence[Any]) -> tuple[torch.Tensor, Any]:
+        """One reverse pass for the encoded queries ``group`` (read from / written to ``cache_dir`` if set)."""
+        from llm_attrib.store import data_fingerprint, load_tensors, save_tensors
+        from llm_attrib.training.metagradient import ReverseCost, metagradients
+
+        path = None
+        if self.cache_dir is not None:
+            key = data_fingerprint({"run_id": self.run.run_id, "queries": list(group)})
+            path = self.cache_dir / f"magic-{key}.safetensors"
+            if path.is_file():
+                tensors, metadata = load_tensors(path, expect={"kind": "magic-scores", "run_id": self.run.run_id})
+                return tensors["values"], ReverseCost(**metadata["cost"])
+        values, cost = metagradients(self.run, self.run.adapter.collate(group), self._progress_hook())
+        if path is not None:
+            save_tensors(path, {"values": values}, {"kind": "magic-scores", "run_id": self.run.run_id,
+                                                    "cost": dataclasses.asdict(cost)})
+        return values, cost
 
     def smoothness(self, queries: Sequence[Any], scores: torch.Tensor | None = None) -> Any:
         """`llm_attrib.training.smoothness.Smoothness` of ``queries`` (their scores computed if not given) along
