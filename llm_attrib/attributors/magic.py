@@ -114,12 +114,11 @@ class MagicAttributor(Attributor):
 
     def _check_first_segment(self) -> None:
         from llm_attrib.store import tensors_checksum
-        from llm_attrib.training.run import _flat
 
         run = self.run
         stop = run.checkpoint_steps[1]
         *_, state = run.states(run.state(0), 0, stop)
-        if tensors_checksum(_flat(state)) != tensors_checksum(_flat(run.state(stop))):
+        if tensors_checksum(state.named()) != tensors_checksum(run.state(stop).named()):
             raise UserInputError(f"{run.directory}: replaying steps 0-{stop} does not reproduce the record (recorded "
                                  f"with {run.record['versions']}, {run.config.num_threads} thread(s)): MAGIC needs a "
                                  "bitwise replay (same libraries, CPU)")

@@ -11,6 +11,7 @@ Checkpoints carry the run's id, so an interrupted training resumes from its last
 from __future__ import annotations
 
 import copy
+import json
 import math
 import platform
 import sys
@@ -115,8 +116,6 @@ class ReplayableRun:
         if not path.is_file():
             raise UserInputError(f"{self.directory} is not a replayable run ({RUN_FILE} is missing); train one with "
                                  "llm-attrib train or llm_attrib.training.train_replayable")
-        import json
-
         try:
             record = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -246,7 +245,7 @@ class ReplayableRun:
         for t, state in enumerate(self.states(state, 0, self.total_steps, weights), start=1):
             if same and check and t in self.checkpoint_steps:
                 recorded = self.state(t)
-                if tensors_checksum(_flat(state)) != tensors_checksum(_flat(recorded)):
+                if tensors_checksum(state.named()) != tensors_checksum(recorded.named()):
                     raise UserInputError(
                         f"{self.directory}: the replay differs from the record after step {t} (recorded with "
                         f"{self.record['versions']} and {self.config.num_threads} thread(s); now "
@@ -288,13 +287,8 @@ class ReplayableRun:
     def _save(self, step: int, state: State) -> None:
         from llm_attrib.store import save_tensors
 
-        save_tensors(self.checkpoint_path(step), _flat(state),
+        save_tensors(self.checkpoint_path(step), state.named(),
                      {"kind": CHECKPOINT_KIND, "run_id": self.run_id, "step": step})
-
-
-def _flat(state: State) -> dict[str, torch.Tensor]:
-    return {f"{group}/{n}": t for group, tensors in (("params", state.params), ("m", state.m), ("v", state.v))
-            for n, t in tensors.items()}
 
 
 def default_checkpoint_every(total_steps: int) -> int:
@@ -353,8 +347,6 @@ def train_replayable(
     record["checkpoint_steps"] = sorted({*range(0, len(order), every), len(order)})
     existing = directory / RUN_FILE
     if existing.is_file():
-        import json
-
         previous = json.loads(existing.read_text())
         if previous.get("run_id") == record["run_id"] and previous.get("checkpoint_steps") == record["checkpoint_steps"]:
             return ReplayableRun._recorded(directory, previous, model, tokenizer, config)

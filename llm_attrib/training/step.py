@@ -45,6 +45,11 @@ class State:
     def tensors(self) -> list[torch.Tensor]:
         return [*self.params.values(), *self.m.values(), *self.v.values()]
 
+    def named(self) -> Tensors:
+        """Every tensor by ``params/<name>``, ``m/<name>``, ``v/<name>`` (how a checkpoint stores it)."""
+        return {f"{group}/{n}": t for group, tensors in (("params", self.params), ("m", self.m), ("v", self.v))
+                for n, t in tensors.items()}
+
     def detached(self, requires_grad: bool = False) -> "State":
         """A copy of leaves (``requires_grad`` set on each: the inputs of a step to differentiate)."""
         def leaves(group: Tensors) -> Tensors:
