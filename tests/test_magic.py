@@ -116,3 +116,17 @@ def test_metasmoothness_compares_replays_with_the_first_order_prediction(gpt2, t
     whole = metasmoothness(run, batch, scores, directions=2, fraction=0.25, seed=3)  # removing 2 of 8 records
     assert whole.removal_error > tiny.removal_error and set(whole.to_dict()) >= {"smooth", "linearity"}
     assert ("NOT smooth" in whole.summary()) == (not whole.smooth)
+
+
+def test_the_registry_builds_magic_from_a_training_history_with_its_run(gpt2, tokenizer, train_records, tmp_path):
+    from types import SimpleNamespace
+
+    from llm_attrib.attributors import ATTRIBUTORS, load_attributor
+
+    with pytest.raises(UserInputError, match="recorded run"):
+        ATTRIBUTORS["magic"](gpt2, tokenizer)
+    run = train_replayable(gpt2, tokenizer, train_records, tmp_path / "run", **OPTIONS)
+    magic = ATTRIBUTORS["magic"](gpt2, tokenizer, SimpleNamespace(replayable_run=run))
+    assert isinstance(magic, MagicAttributor)
+    magic.fit(train_records).save_pretrained(tmp_path / "saved")
+    assert isinstance(load_attributor(tmp_path / "saved", run), MagicAttributor)
