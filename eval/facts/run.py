@@ -1,17 +1,17 @@
 """The fact-tracing table (issue 9, item 3): ``python -m eval.facts.run`` regenerates ``eval/facts/results.json`` and
 the tables of ``eval/facts/README.md``.
 
-1. *Selection* of the hybrid's fusion and ``K`` on a corpus of its own (`facts_hard_benchmark` with
-   ``SELECTION_SEED``: another corpus, tokenizer and model than the reported one), under the rule stated in the
-   README before it ran: the configuration of `GRID` with the largest *worst margin* — the minimum, over the
-   three query groups and over MRR and R@10, of (hybrid − the better of BM25 and TF-IDF) — wins; ties go to the
-   earlier entry.
-2. *Report* on the existing ``facts`` benchmark and on ``facts-hard`` (``REPORT_SEED``): `METHODS` plus both fusions
-   at the selected ``K``; per query group MRR, R@10, alias-document R@10 and paired differences (per query, mean ±
-   s.e.) against BM25 and TF-IDF.
+1. *Selection* (`ROUNDS`) of the hybrid's fusion, ``K`` and (round 2) gradient normalisation on a corpus of its own
+   (`facts_hard_benchmark` with ``SELECTION_SEED``: another corpus, tokenizer and model than the reported ones),
+   under the rule stated in the README before each round ran: the configuration with the largest *worst margin* —
+   the minimum, over the three query groups and over MRR and R@10, of (hybrid − the better of BM25 and TF-IDF) —
+   wins; ties go to the earlier entry.
+2. *Report* (`REPORTS`: ``facts``, ``facts-hard`` seed 0, ``facts-hard-seed2``): `METHODS` plus the other fusion and
+   K = 100 at the last round's choice; per query group MRR, R@10, alias-document R@10 and paired differences (per
+   query, mean ± s.e.) against BM25 and TF-IDF.
 
 Each (benchmark, method) row is cached under ``eval/_runs/facts-table`` (resumable); benchmarks are rebuilt each run
-(the facts demo model is cached, the hard model is trained, ~80 s). Sign: positive = raises the query's
+(the facts demo model is cached, a hard model is trained, ~40-80 s). Sign: positive = raises the query's
 log-probability; a hybrid's score is a fused rank statistic.
 """
 
