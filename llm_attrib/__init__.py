@@ -50,8 +50,8 @@ PUBLIC: dict[str, str] = {
     "ReplayableRun": "llm_attrib.training",
     "TrainConfig": "llm_attrib.training",
     "train_replayable": "llm_attrib.training",
-    "Prefilter": "llm_attrib.prefilter",
-    "PrefilterConfig": "llm_attrib.prefilter",
+    "Prefilter": "llm_attrib.attributors.prefilter",
+    "PrefilterConfig": "llm_attrib.attributors.prefilter",
     "Config": "llm_attrib.config",
     # results and jobs
     "Scores": "llm_attrib.scores",

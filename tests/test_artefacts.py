@@ -23,7 +23,7 @@ from llm_attrib.attributors.influence import InfluenceAttributor
 from llm_attrib.attributors.text import BM25Attributor, RandomAttributor, TfidfAttributor
 from llm_attrib.data import Columns
 from llm_attrib.errors import CacheMismatchError, UserInputError
-from llm_attrib.prefilter import Prefilter
+from llm_attrib.attributors.prefilter import Prefilter
 from llm_attrib.store import (
     DIR_MODE,
     FILE_MODE,

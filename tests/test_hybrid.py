@@ -12,7 +12,7 @@ from llm_attrib.attributors.hybrid import HybridAttributor, HybridConfig, answer
 from llm_attrib.attributors.influence import InfluenceAttributor
 from llm_attrib.attributors.text import BM25Attributor
 from llm_attrib.errors import UserInputError
-from llm_attrib.prefilter import NOT_A_CANDIDATE
+from llm_attrib.attributors.prefilter import NOT_A_CANDIDATE
 
 torch.set_num_threads(1)
 

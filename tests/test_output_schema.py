@@ -90,7 +90,7 @@ def test_scores_go_to_a_dataset_and_parquet_with_every_score(tmp_path):
 
 
 def test_to_dataset_gives_records_outside_a_prefilters_candidates_as_missing():
-    from llm_attrib.prefilter import NOT_A_CANDIDATE
+    from llm_attrib.attributors.prefilter import NOT_A_CANDIDATE
 
     scores = Scores(torch.tensor([[0.5, NOT_A_CANDIDATE]], dtype=torch.float64), ["q"], ["a", "b"])
     row = scores.to_dataset()["score"]

@@ -8,7 +8,7 @@ import torch
 from llm_attrib.adapters import CausalLMAdapter
 from llm_attrib.attributors.influence import InfluenceAttributor
 from llm_attrib.errors import CacheMismatchError, UserInputError
-from llm_attrib.prefilter import NOT_A_CANDIDATE, Prefilter
+from llm_attrib.attributors.prefilter import NOT_A_CANDIDATE, Prefilter
 
 torch.set_num_threads(1)
 
@@ -77,7 +77,7 @@ def test_trace_cli_scores_only_the_candidates_and_saves_the_index(tmp_path, gpt2
 @pytest.mark.parametrize("chunk", [1, 2])
 def test_per_query_groups_score_only_their_own_candidates_exactly(gpt2, tokenizer, train_records, query_records,
                                                                    chunk):
-    from llm_attrib.prefilter import group_queries
+    from llm_attrib.attributors.prefilter import group_queries
 
     attributor = InfluenceAttributor(CausalLMAdapter(gpt2, tokenizer), "kfac", batch_size=4).fit(train_records)
     full = attributor.score(query_records, train_records, per_module=True)
@@ -95,7 +95,7 @@ def test_per_query_groups_score_only_their_own_candidates_exactly(gpt2, tokenize
 
 
 def test_queries_sharing_candidates_are_grouped_together():
-    from llm_attrib.prefilter import group_queries
+    from llm_attrib.attributors.prefilter import group_queries
 
     chosen = torch.tensor([[0, 1], [5, 6], [1, 0], [6, 7]])
     assert group_queries(chosen, 2) == [[0, 2], [1, 3]]

@@ -20,7 +20,7 @@ from llm_attrib.attributors.influence import InfluenceAttributor
 from llm_attrib.demo.facts import generate_facts
 from llm_attrib.demo.model import tiny_gpt2
 from llm_attrib.demo.tokenizer import train_tokenizer
-from llm_attrib.prefilter import Prefilter, group_queries
+from llm_attrib.attributors.prefilter import Prefilter, group_queries
 from llm_attrib.store import atomic_path, write_json
 
 HERE = Path(__file__).parent

@@ -13,7 +13,7 @@ import torch
 from scipy.stats import spearmanr
 
 from eval.scale.common import attributor, demo
-from llm_attrib.prefilter import Prefilter
+from llm_attrib.attributors.prefilter import Prefilter
 
 KS = (10, 25, 50, 100, 200)
 RANKS = (8, 32, 64)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from eval.peers.kronfluence_peer import KronfluencePeer
 from eval.scale.common import agreement_with_kronfluence, attributor, corpus_of_size, demo, timer
-from llm_attrib.prefilter import Prefilter
+from llm_attrib.attributors.prefilter import Prefilter
 from llm_attrib.store import write_json
 
 N_QUERIES = 8

@@ -14,7 +14,7 @@ from llm_attrib.attributors.magic import MagicConfig
 from llm_attrib.data import Columns, EncodingConfig, load_records, table_records
 from llm_attrib.distributed import is_main_process, local_device, main_process_first
 from llm_attrib.errors import UserInputError
-from llm_attrib.prefilter import Prefilter, PrefilterConfig
+from llm_attrib.attributors.prefilter import Prefilter, PrefilterConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

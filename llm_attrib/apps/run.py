@@ -115,7 +115,7 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
     from llm_attrib.apps.trace import trace_queries
     from llm_attrib.attributors import ATTRIBUTORS
     from llm_attrib.attributors.influence import InfluenceAttributor
-    from llm_attrib.prefilter import Prefilter
+    from llm_attrib.attributors.prefilter import Prefilter
     from llm_attrib.scores import sum_windows
 
     if recipe.method.name == "magic":
@@ -170,7 +170,7 @@ def run_trace(recipe: Recipe, name: str) -> list[Path]:
 
 def prefilter_config(method: Any) -> Any:
     """The `PrefilterConfig` of a trace recipe's ``method.prefilter`` and ``method.candidates`` (validated)."""
-    from llm_attrib.prefilter import PrefilterConfig
+    from llm_attrib.attributors.prefilter import PrefilterConfig
 
     given = {} if method.candidates is None else {"candidates": method.candidates}
     return PrefilterConfig.from_dict({"index": method.prefilter, **given}, where="method")
@@ -187,7 +187,7 @@ def check_trace(recipe: Recipe) -> None:
     """One-line errors for what a trace recipe cannot run with, before any model is loaded."""
     from llm_attrib.attributors import ATTRIBUTORS
     from llm_attrib.attributors.influence import InfluenceConfig
-    from llm_attrib.prefilter import PREFILTERS
+    from llm_attrib.attributors.prefilter import PREFILTERS
 
     if recipe.model == DEMO and recipe.base_model is not None:
         raise UserInputError("base_model is for a peft adapter folder as `model`, not the demo; remove it")

@@ -22,7 +22,7 @@ from llm_attrib.attributors.influence import InfluenceAttributor
 from llm_attrib.data import IGNORE_INDEX, prompt_token_ids, record_text
 from llm_attrib.distributed import broadcast_from_main, is_main_process
 from llm_attrib.errors import UserInputError
-from llm_attrib.prefilter import Prefilter
+from llm_attrib.attributors.prefilter import Prefilter
 from llm_attrib.scores import Scores, by_predicted_token
 from llm_attrib.store import data_fingerprint
 

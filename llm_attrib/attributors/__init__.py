@@ -37,7 +37,7 @@ ATTRIBUTOR_CLASSES: dict[str, str] = {
     "random": "llm_attrib.attributors.text:RandomAttributor",
     "tfidf": "llm_attrib.attributors.text:TfidfAttributor",
     "bm25": "llm_attrib.attributors.text:BM25Attributor",
-    "prefilter": "llm_attrib.prefilter:Prefilter",
+    "prefilter": "llm_attrib.attributors.prefilter:Prefilter",
     "hybrid": "llm_attrib.attributors.hybrid:HybridAttributor",
     "influence-ensemble": "llm_attrib.attributors.influence.ensemble:InfluenceEnsemble",
     "magic": "llm_attrib.attributors.magic:MagicAttributor",

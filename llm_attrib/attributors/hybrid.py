@@ -29,7 +29,7 @@ import torch
 from llm_attrib.attributors.base import Attributor
 from llm_attrib.config import Config, at_least, option
 from llm_attrib.data import Columns
-from llm_attrib.prefilter import NOT_A_CANDIDATE, PREFILTERS, Prefilter
+from llm_attrib.attributors.prefilter import NOT_A_CANDIDATE, PREFILTERS, Prefilter
 from llm_attrib.scores import Scores
 
 Fusion = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]

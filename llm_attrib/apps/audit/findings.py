@@ -19,7 +19,7 @@ from llm_attrib.apps.trace import TracedRecord, TraceReport, trace_queries
 from llm_attrib.attributors.influence import InfluenceAttributor
 from llm_attrib.errors import UserInputError
 from llm_attrib.overlap import Overlap
-from llm_attrib.prefilter import Prefilter
+from llm_attrib.attributors.prefilter import Prefilter
 from llm_attrib.significance import require_reachable
 from llm_attrib.store import data_fingerprint
 
