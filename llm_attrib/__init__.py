@@ -52,6 +52,8 @@ PUBLIC: dict[str, str] = {
     "train_replayable": "llm_attrib.training",
     "Prefilter": "llm_attrib.attributors.prefilter",
     "PrefilterConfig": "llm_attrib.attributors.prefilter",
+    "HybridAttributor": "llm_attrib.attributors.hybrid",
+    "HybridConfig": "llm_attrib.attributors.hybrid",
     "Config": "llm_attrib.config",
     # results and jobs
     "Scores": "llm_attrib.scores",
