@@ -48,7 +48,7 @@ def test_quickstart_builds_the_demo_on_a_fresh_cache_and_prints_the_marked_repor
     assert lines[0] == f"expected answer: {query['completion']!r}; documents stating the fact are marked with *"
     assert lines[1] == f"prompt:     {query['prompt']!r}"
     assert lines[2].startswith("completion: '") and lines[2][13:-1].strip()  # the model's answer, not empty
-    assert lines[3].startswith("method:     influence-ekfac (") and "positive = raises" in lines[3]
+    assert lines[3].startswith("method:     hybrid-influence-ekfac+bm25-rrf (") and "positive = raises" in lines[3]
     assert lines[4] == "" and lines[5].split() == ["rank", "score", "id", "text"]
     rows = [ROW.match(line) for line in lines[6:16:2]]
     assert len(lines) == 6 + 2 * 5 + 2 and all(rows), lines
@@ -69,18 +69,22 @@ def test_quickstart_builds_the_demo_on_a_fresh_cache_and_prints_the_marked_repor
 
 
 def test_the_documents_that_state_a_fact_are_traced_at_a_stated_rate_over_all_demo_questions():
-    """The quickstart's attribution (EK-FAC on the demo, its damping and cached factors) over all 100 questions, each
-    traced with its true answer as the completion: a document stating the fact is in the top 5 for at least 60%
-    (measured 81%; chance 4.2%) and first for at least 30% (measured 46%; chance 0.86%)."""
+    """The quickstart's attribution (the hybrid: BM25 recall, EK-FAC re-ranking, fused ranks; its cached factors) over
+    all 100 questions, each traced with its true answer as the completion, with room below what was measured on the
+    5-statements build: a document stating the fact is in the top 5 for at least 90% (measured 100%; chance 7.8%) and
+    first for at least 60% (measured 82%; chance 1.6%); the top 5 hold at least 2.5 stating documents on average
+    (measured 3.14; chance 0.08), the number the quickstart prints (issue 9's target of 4 is not reached)."""
     from llm_attrib.adapters.causal_lm import CausalLMAdapter
-    from llm_attrib.attributors.influence import DEFAULT_DAMPING, InfluenceAttributor
+    from llm_attrib.apps.quickstart import StatedRate
+    from llm_attrib.attributors.hybrid import HybridAttributor
+    from llm_attrib.attributors.influence import InfluenceAttributor
     from llm_attrib.demo.default import load_default
 
     bundle = load_default()  # the user cache: built by the README's first command (CI) or by the test above
+    queries = bundle.corpus.queries
     with torch_threads(1):
-        attributor = InfluenceAttributor(CausalLMAdapter(bundle.model, bundle.tokenizer), "ekfac",
-                                         damping=DEFAULT_DAMPING, cache_dir=bundle.path / "factors")
-        queries = bundle.corpus.queries
+        attributor = HybridAttributor(InfluenceAttributor(CausalLMAdapter(bundle.model, bundle.tokenizer), "ekfac",
+                                                          cache_dir=bundle.path / "factors"))
         scores = attributor.fit(bundle.train_records).score(
             [{"prompt": q["prompt"], "completion": q["completion"]} for q in queries], bundle.train_records)
     n_train = len(scores.train_ids)
@@ -93,8 +97,9 @@ def test_the_documents_that_state_a_fact_are_traced_at_a_stated_rate_over_all_de
         chance_first += len(relevant) / n_train
         chance_top5 += 1 - math.comb(n_train - len(relevant), 5) / math.comb(n_train, 5)
     n = len(queries)
-    assert n == 100 and round(chance_top5 / n, 3) == 0.042 and round(chance_first / n, 4) == 0.0086
-    assert top5 / n >= 0.6 and first / n >= 0.3, (top5 / n, first / n)
+    rate = StatedRate.of(scores, bundle.corpus, 5)
+    assert n == 100 and chance_top5 / n < 0.1 and chance_first / n < 0.02 and rate.chance < 0.1
+    assert top5 / n >= 0.9 and first / n >= 0.6 and rate.mean >= 2.5, (top5 / n, first / n, rate.mean)
 
 
 def test_generation_stops_at_the_end_of_the_answer_for_every_demo_question():
