@@ -158,7 +158,7 @@ def test_registry_entries_build_the_estimators(gpt2, tokenizer):
         def models(self, n):
             return [copy.deepcopy(gpt2) for _ in range(n)]
 
-    assert ATTRIBUTORS["influence-ekfac-cg4"](gpt2, tokenizer).config.refine_steps == 4
+    assert ATTRIBUTORS["influence-ekfac-cg2"](gpt2, tokenizer).config.refine_steps == 2
     source = ATTRIBUTORS["influence-ekfac-source3"](gpt2, tokenizer, training=History())
     assert len(source.members) == 3 and source.weights == pytest.approx([2 / 9, 3 / 9, 4 / 9])
     seeds = ATTRIBUTORS["influence-ekfac-seeds3"](gpt2, tokenizer, training=History())

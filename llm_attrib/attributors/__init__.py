@@ -246,7 +246,7 @@ ATTRIBUTORS: dict[str, AttributorFactory] = {
     "airrep": airrep_factory(),
     "prefilter-ekfac": narrowed_factory("prefilter"),
     "hybrid": narrowed_factory("hybrid", normalize=HYBRID_NORMALIZE),
-    "influence-ekfac-cg4": refined_influence_factory(4),
+    "influence-ekfac-cg2": refined_influence_factory(2),
     "influence-ekfac-source3": source_factory(3),
     "influence-ekfac-seeds3": seed_ensemble_factory(3),
     "magic": magic_factory(),
