@@ -56,7 +56,8 @@ class InfluenceConfig(Config):
                                      "model); bfloat16 on a GPU for speed", choices=(None, *DTYPES), flag=False)
     refine_steps: int = option(0, "refine the query solve towards the exact damped Fisher of the fit sample (all "
                                   "layers together) by this many preconditioned CG steps, one pass over the sample "
-                                  "each (0 = the curvature's own solve)", check=at_least(0))
+                                  "each (0 = the curvature's own solve; self-influence stays unrefined)",
+                               check=at_least(0))
 
     def validate(self) -> None:
         if self.rescore_top is not None and self.query_rank is None:
