@@ -3,7 +3,7 @@
 Each builder returns ``n`` seeded records as text, before any tokenizer exists (the cell trains its tokenizer on
 its training records, then `fit_lengths` truncates every record to the token budget):
 
-* `roleplay`: GPTeacher role-play, prompt = instruction (+ input) + ``"\\nAnswer:"``, completion = `` output``;
+* roleplay (`llm_attrib.evaluation.benchmarks.roleplay_records`): GPTeacher role-play, prompt = instruction (+ input) + ``"\\nAnswer:"``, completion = `` output``;
 * `gsm8k`: GSM8K, prompt = question + ``"\\nAnswer:"``, completion = `` answer`` (the worked solution);
 * `shakespeare`: plain documents, consecutive line-aligned passages of tiny Shakespeare (~100 tokens each).
 """
@@ -37,10 +37,6 @@ class Budget:
         return max(self.prompt + self.completion, self.document) + 2
 
 
-def roleplay(path: Path, n: int, seed: int) -> list[Record]:
-    return roleplay_records(path, n, seed)
-
-
 def gsm8k(path: Path, n: int, seed: int) -> list[Record]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     random.Random(seed).shuffle(rows)
@@ -72,7 +68,7 @@ def shakespeare(path: Path, n: int, seed: int) -> list[Record]:
 
 
 SOURCES: dict[str, tuple[str, Callable[[Path, int, int], list[Record]]]] = {
-    "roleplay": ("gpteacher_roleplay.json", roleplay),
+    "roleplay": ("gpteacher_roleplay.json", roleplay_records),
     "gsm8k": ("gsm8k_train.jsonl", gsm8k),
     "shakespeare": ("tinyshakespeare.txt", shakespeare),
 }

@@ -68,6 +68,7 @@ def run_grid(config: GridConfig) -> dict[str, Any]:
         "cells": {c.name: {"settings": c.benchmark.settings, "n_train": len(c.benchmark.train_records),
                            "n_query": len(c.benchmark.query_records)} for c in grid},
         "unfinished": {name: {"subsets_done": done, "of": config.n_subsets} for name, done in unfinished.items()},
+        "truth_seconds": truth_seconds,
         "rows": rows,
         "candidate": candidate,
         "grid_means": means,

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from llm_attrib.adapters.causal_lm import LAYER_PRESETS, CausalLMAdapter
+from llm_attrib.attributors import AttributorFactory
 from llm_attrib.data import EncodingConfig, Encoded
 
 MODULES: dict[str, tuple[str, ...]] = {"mlp": LAYER_PRESETS["mlp"],
@@ -80,10 +81,7 @@ class TrainingEOSAdapter(CausalLMAdapter):
         return self._train.encode(records, first_index, name)
 
 
-Factory = Callable[..., Any]
-
-
-def factory(variant: Variant, query_ids: Sequence[Any]) -> Factory:
+def factory(variant: Variant, query_ids: Sequence[Any]) -> AttributorFactory:
     """A suite-style factory of ``variant`` (``fit_key`` = everything but damping; ``damping`` its value)."""
 
     def make(model: Any, tokenizer: Any, training: Any = None) -> Any:
