@@ -209,15 +209,14 @@ class ReplayableRun:
         return self.adapter.collate([self.encoded[i] for i in self.order[step]])
 
     # ------------------------------------------------------------------------------------------ stepping
-    def step(self, state: State, step: int, weights: torch.Tensor, *, create_graph: bool = False) -> State:
+    def step(self, state: State, step: int, weights: torch.Tensor) -> State:
         """The state after ``step`` from ``state`` before it, with per-record loss ``weights`` ``[n_records]``
-        (the batch's entries are used); ``create_graph``: differentiable in ``state`` and ``weights``."""
-        inputs = state if create_graph else state.detached(requires_grad=True)
+        (the batch's entries are used); no graph is kept (MAGIC rebuilds a step's graph with `adamw_step`)."""
         batch_weights = weights[torch.tensor(self.order[step])]
         with torch.enable_grad():
-            new, _ = adamw_step(self.model, inputs, self.batch(step), batch_weights, self.learning_rates[step],
-                                step + 1, self.hyper, create_graph=create_graph)
-        return new if create_graph else new.detached()
+            new, _ = adamw_step(self.model, state.detached(requires_grad=True), self.batch(step), batch_weights,
+                                self.learning_rates[step], step + 1, self.hyper)
+        return new.detached()
 
     def states(self, start: State, first: int, stop: int, weights: torch.Tensor | None = None) -> Iterator[State]:
         """The states after steps ``first … stop - 1``, from ``start`` (the state before ``first``)."""
