@@ -171,3 +171,18 @@ def test_bad_input_is_a_one_line_user_error():
         make_method("shapely")
     with pytest.raises(UserInputError, match="no parameter 'n_trees'"):
         make_method("data-oob", n_trees=3)
+
+
+def test_dvrl_warns_when_its_reward_counts_correct_predictions():
+    import warnings
+
+    from sklearn.svm import LinearSVC
+
+    X, y, X_val, y_val, _ = noisy_blobs(40, 20)
+    with pytest.warns(UserWarning, match="accuracy, which counts correct"):
+        DVRL(LogisticRegression(), n_iterations=2, scorer="accuracy", random_state=0).fit(X, y, X_val, y_val)
+    with pytest.warns(UserWarning, match="predict_proba"):  # no probabilities: the default reward is accuracy
+        DVRL(LinearSVC(), n_iterations=2, random_state=0).fit(X, y, X_val, y_val)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the log-likelihood default: no warning
+        DVRL(LogisticRegression(), n_iterations=2, random_state=0).fit(X, y, X_val, y_val)

@@ -8,11 +8,15 @@ baseline is the reward for ``log π(s)``. The estimator sees features, labels an
 final selection probability: higher = more valuable.
 
 The default reward is the validation log-likelihood for classifiers (smoother than accuracy, which makes
-REINFORCE learn in a few hundred steps) and negative squared error for regressors.
+REINFORCE learn in a few hundred steps) and negative squared error for regressors. A reward that counts correct
+predictions (accuracy, F1, …, or the default for a classifier without ``predict_proba``) takes few distinct values
+on a small validation set, so the policy gradient sees mostly noise (measured: wine AUROC 0.55 against 1.00 with
+the log-likelihood); DVRL warns when it is asked for one.
 """
 
 from __future__ import annotations
 
+import warnings
 from numbers import Real
 from typing import Any
 
@@ -28,6 +32,11 @@ from llm_attrib.valuation.parallel import root_entropy, single_threaded_call
 from llm_attrib.valuation.result import ValuationResult
 from llm_attrib.valuation.torch_estimator import torch_threads
 from llm_attrib.valuation.utility import Scorer, Utility, log_likelihood
+
+
+COUNTING_REWARDS = ("accuracy", "balanced_accuracy", "f1", "f1_macro", "f1_micro", "f1_weighted", "precision",
+                    "recall", "jaccard")
+"""scikit-learn scorer names whose value counts correct predictions: a coarse REINFORCE reward."""
 
 
 def label_features(estimator: Any, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray,
@@ -93,6 +102,12 @@ class DVRL(UtilityValuation):
 
     def _value(self, X_train, y_train, X_val, y_val) -> ValuationResult:
         probabilistic = is_classifier(self.estimator) and hasattr(self.estimator, "predict_proba")
+        counting = self.scorer in COUNTING_REWARDS or (self.scorer is None and is_classifier(self.estimator)
+                                                       and not probabilistic)
+        if counting:
+            warnings.warn(f"DVRL's reward is {self.scorer or 'accuracy'}, which counts correct validation predictions: "
+                          "too coarse a signal for REINFORCE (values near random were measured); use a classifier "
+                          "with predict_proba and the default log-likelihood reward", UserWarning, stacklevel=3)
         utility = self.make_utility(X_train, y_train, X_val, y_val, cache=False,
                                     default_scorer=log_likelihood if probabilistic else None)
         with torch_threads(1):  # the value network is tiny: more threads cost more than they compute
