@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -74,3 +76,20 @@ def lora_gpt2(gpt2):
     config = LoraConfig(r=2, lora_alpha=4, target_modules=["c_fc", "c_proj", "c_attn"], lora_dropout=0.0,
                         fan_in_fan_out=True, init_lora_weights=False)
     return get_peft_model(gpt2, config)
+
+
+@pytest.fixture()
+def model_dir(tmp_path, gpt2, tokenizer):
+    """The float32 ``gpt2`` fixture and its tokenizer saved as a model folder (what the CLI loads)."""
+    path = tmp_path / "model"
+    gpt2.float().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
+def train_file(tmp_path, train_records):
+    """The training records as JSON lines with a ``doc`` id column (what the CLI reads)."""
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"doc": f"d{i}", **r}) + "\n" for i, r in enumerate(train_records)))
+    return path

@@ -10,21 +10,6 @@ import torch
 from llm_attrib.cli import main
 
 
-@pytest.fixture()
-def model_dir(tmp_path, gpt2, tokenizer):
-    path = tmp_path / "model"
-    gpt2.float().save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture()
-def train_file(tmp_path, train_records):
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps({"doc": f"d{i}", **r}) + "\n" for i, r in enumerate(train_records)))
-    return path
-
-
 def test_trace_prints_top_records_as_json(model_dir, train_file, train_records, capsys):
     """The CLI's top records and opponents are the Python API's highest and most negative scores (same defaults: the
     flags are generated from the config), in the JSON and in the console's tables."""

@@ -109,3 +109,16 @@ def test_no_two_subpackages_import_each_other_at_module_level():
         grouped.setdefault(part(module), set()).update(part(m) for m in imports if part(m) != part(module))
     assert grouped["llm_attrib.evaluation"] >= {"llm_attrib.attributors", "llm_attrib.retraining"}
     assert mutual(grouped) == []
+
+
+def test_every_eval_module_imports():
+    """Every benchmark script under eval/ imports (a renamed helper of one benchmark broke another's command once);
+    peers' optional libraries may be missing, and their modules say so themselves."""
+    import importlib
+
+    root = PACKAGE.parent
+    for path in sorted((root / "eval").rglob("*.py")):
+        if "_runs" in path.parts or "peers" in path.parts:
+            continue
+        module = ".".join(path.relative_to(root).with_suffix("").parts)
+        importlib.import_module(module.removesuffix(".__init__"))

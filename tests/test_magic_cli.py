@@ -11,21 +11,6 @@ import torch
 from llm_attrib.cli import main
 
 
-@pytest.fixture()
-def model_dir(tmp_path, gpt2, tokenizer):
-    path = tmp_path / "model"
-    gpt2.float().save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture()
-def train_file(tmp_path, train_records):
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps({"doc": f"d{i}", **r}) + "\n" for i, r in enumerate(train_records)))
-    return path
-
-
 def test_train_then_trace_with_magic_gives_the_api_scores(model_dir, train_file, tmp_path, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -3,23 +3,15 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from eval.estimators.config import EstimatorsConfig
+from eval.entry import config_main
 from eval.estimators.run import run
-from llm_attrib.errors import UserInputError
+from eval.estimators.config import EstimatorsConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.estimators", description=__doc__)
-    EstimatorsConfig.add_arguments(parser)
-    try:
-        run(EstimatorsConfig.from_arguments(parser.parse_args(argv)))
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return config_main("python -m eval.estimators", __doc__, EstimatorsConfig, run, argv)
 
 
 if __name__ == "__main__":

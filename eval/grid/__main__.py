@@ -3,23 +3,15 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from eval.grid.config import GridConfig
+from eval.entry import config_main
 from eval.grid.run import run_grid
-from llm_attrib.errors import UserInputError
+from eval.grid.config import GridConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.grid", description=__doc__)
-    GridConfig.add_arguments(parser)
-    try:
-        run_grid(GridConfig.from_arguments(parser.parse_args(argv)))
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return config_main("python -m eval.grid", __doc__, GridConfig, run_grid, argv)
 
 
 if __name__ == "__main__":

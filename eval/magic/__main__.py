@@ -3,24 +3,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from eval.entry import config_main
 from eval.magic.config import BenchConfig
-from llm_attrib.errors import UserInputError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.magic", description=__doc__)
-    BenchConfig.add_arguments(parser)
-    try:
-        from eval.magic.run import run_benchmark
+    from eval.magic.run import run_benchmark  # imported on use, as before: --help stays light
 
-        run_benchmark(BenchConfig.from_arguments(parser.parse_args(argv)))
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return config_main("python -m eval.magic", __doc__, BenchConfig, run_benchmark, argv)
 
 
 if __name__ == "__main__":

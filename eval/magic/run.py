@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from eval.grid.data import Budget, fit_lengths, roleplay, texts
+from eval.grid.data import Budget, fit_lengths, texts
 from eval.magic.config import BenchConfig
 from llm_attrib.adapters.causal_lm import CausalLMAdapter
 from llm_attrib.attributors.influence import InfluenceAttributor
@@ -37,6 +37,7 @@ from llm_attrib.data import EncodingConfig
 from llm_attrib.demo.model import tiny_gpt2
 from llm_attrib.demo.tokenizer import train_tokenizer
 from llm_attrib.demo.training import train_causal_lm
+from llm_attrib.evaluation.benchmarks import roleplay_records
 from llm_attrib.evaluation.metrics import linear_datamodeling_score
 from llm_attrib.store import data_fingerprint, load_tensors, save_tensors, write_json
 from llm_attrib.training import ReplayableRun, TrainConfig, train_replayable
@@ -53,7 +54,7 @@ def _log(message: str) -> None:
 
 def build(config: BenchConfig) -> tuple[Any, Any, list[dict], list[dict]]:
     """The tokenizer, the pre-trained base model, the fine-tuning and the query records."""
-    raw = roleplay(config.data_dir / "gpteacher_roleplay.json", config.n_pretrain + config.n_train + config.n_query,
+    raw = roleplay_records(config.data_dir / "gpteacher_roleplay.json", config.n_pretrain + config.n_train + config.n_query,
                    config.seed)
     tokenizer = train_tokenizer(texts(raw[: config.n_pretrain + config.n_train]), config.vocab_size,
                                 model_max_length=BUDGET.context)
