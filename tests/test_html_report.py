@@ -14,7 +14,6 @@ from llm_attrib.apps.html_report import audit_html, trace_html
 from llm_attrib.apps.trace import TracedRecord, TraceReport
 from llm_attrib.cli import main
 from llm_attrib.output_schema import validate
-from test_cli import model_dir, train_file  # noqa: F401  (fixtures: the tiny GPT-2 folder, 8 JSONL records)
 
 CARD = re.compile(r'<div class="record (?P<kind>\w+(?:-\w+)?)" data-id="(?P<id>[^"]*)"><b>\d+\.</b> score '
                   r'<span class="num" data-value="(?P<value>[^"]+)">(?P<shown>[^<]+)</span>')

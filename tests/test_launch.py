@@ -15,7 +15,6 @@ from llm_attrib import distributed
 from llm_attrib.cli import main
 
 from test_audit import audit_args, audit_files  # noqa: F401  (fixture: a model trained on a planted work)
-from test_cli import model_dir, train_file  # noqa: F401  (fixtures: the tiny GPT-2 folder, 8 JSONL records)
 
 REPO = Path(__file__).resolve().parents[1]
 
