@@ -7,13 +7,10 @@ from pathlib import Path
 
 from llm_attrib.config import Config, at_least, in_open_interval, option
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 @dataclass(frozen=True)
 class BenchConfig(Config):
-    data_dir: Path = option(ROOT.parent.parent / "shared" / "data", "folder with gpteacher_roleplay.json")
-    cache_dir: Path = option(ROOT / "_runs" / "magic", "cached runs, retrains and scores (resumable)")
+    data_dir: Path = option(Path("../shared/data"), "folder with gpteacher_roleplay.json (run from the repository root)")
+    cache_dir: Path = option(Path("eval/_runs/magic"), "cached runs, retrains and scores (resumable)")
     n_train: int = option(96, "fine-tuning records", check=at_least(8))
     n_query: int = option(16, "held-out query records", check=at_least(2))
     n_pretrain: int = option(192, "other records the base model is first trained on (train_causal_lm)",
