@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -150,8 +151,9 @@ class TrainerRun(Sequence):
         if not logged:
             raise UserInputError(f"{self.folders[-1] / STATE_FILE} logs no learning rate: train with logging_steps "
                                  "<= save_steps, or with llm_attrib.AttributionCallback")
-        known = sorted(logged.items())
-        return [_interpolate(known, step) for step in range(1, last + 1)]
+        steps, rates = zip(*sorted(logged.items()))
+        # linear between logs, held at the first and last logged values beyond them (one vectorised pass)
+        return np.interp(np.arange(1, last + 1), steps, rates).tolist()
 
     def learning_rate_weights(self) -> list[float]:
         """``w_k = Σ η_t`` over the steps ``(s_{k−1}, s_k]`` of each checkpoint (TracIn's ``η_k``)."""
@@ -202,16 +204,6 @@ class TrainerRun(Sequence):
     def preconditioner(self, index: int, adapter: CausalLMAdapter) -> AdamPreconditioner:
         """Adam's step sizes at checkpoint ``index`` for ``adapter``'s tracked layers."""
         return AdamPreconditioner.from_moments(adapter.model, adapter.layers, self.adam_moments(index, adapter.model))
-
-
-def _interpolate(known: list[tuple[int, float]], step: int) -> float:
-    """Linear interpolation of sorted ``(step, value)`` points at ``step``, constant beyond the first and last."""
-    if step <= known[0][0]:
-        return known[0][1]
-    for (s0, v0), (s1, v1) in zip(known, known[1:]):
-        if step <= s1:
-            return v0 + (v1 - v0) * (step - s0) / (s1 - s0)
-    return known[-1][1]
 
 
 def trainer_parameter_groups(model: nn.Module) -> list[list[str]]:
